@@ -1,26 +1,25 @@
-"""Registries of the ``mmincubation`` scope, children of mmpretrain's.
+"""Registries of the ``mmincubation`` scope.
 
-Being children of mmpretrain's registries, our configs (``default_scope='mmincubation'``) build every
-mmpretrain component by its plain name and our own ones by theirs. mmdet/mmseg configs reach ours as
-``type='mmincubation.X'``: MMEngine imports ``mmincubation.registry`` for that scope, and
-``locations`` imports the module that registers ``X`` on first use.
+They are children of MMEngine's root registries, like those of mmpretrain, mmdet and mmseg, so every
+OpenMMLab config reaches our components as ``type='mmincubation.X'`` whatever its ``default_scope``:
+MMEngine imports ``mmincubation.registry`` for that scope prefix and ``locations`` imports the module
+that registers ``X`` on first use. (Children of mmpretrain's registries would be grandchildren of the
+root, which MMEngine 0.10.7's cross-scope lookup never searches: ``mmincubation.X`` would then fail
+from runners, mmdet and mmseg alike.) Our configs keep ``default_scope='mmpretrain'`` (or mmdet/mmseg
+for downstream ones), so stock components keep their plain names.
 """
+from mmengine import registry as mmengine_registry
 from mmengine.registry import Registry
-from mmpretrain import registry as mmpretrain_registry
 
 
 def _child(name: str, location: str) -> Registry:
-    parent = getattr(mmpretrain_registry, name)
+    parent = getattr(mmengine_registry, name)
     return Registry(parent.name, parent=parent, scope='mmincubation', locations=[location])
 
 
 RUNNERS = _child('RUNNERS', 'mmincubation.engine')
-LOOPS = _child('LOOPS', 'mmincubation.engine')
 HOOKS = _child('HOOKS', 'mmincubation.engine')
 OPTIM_WRAPPER_CONSTRUCTORS = _child('OPTIM_WRAPPER_CONSTRUCTORS', 'mmincubation.engine')
 DATASETS = _child('DATASETS', 'mmincubation.datasets')
 DATA_SAMPLERS = _child('DATA_SAMPLERS', 'mmincubation.datasets')
-TRANSFORMS = _child('TRANSFORMS', 'mmincubation.datasets')
 MODELS = _child('MODELS', 'mmincubation.models')
-METRICS = _child('METRICS', 'mmincubation.evaluation')
-VISUALIZERS = _child('VISUALIZERS', 'mmincubation.visualization')

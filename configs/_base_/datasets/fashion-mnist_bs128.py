@@ -1,0 +1,28 @@
+# Fashion-MNIST (28x28 grayscale), read from Debian's dataset-fashion-mnist .gz files and
+# extracted once, checksum-verified, into data_root. Override data_root / source_root for other paths.
+dataset_type = 'mmincubation.CompressedFashionMNIST'
+data_root = 'data/fashion_mnist'
+source_root = '/usr/share/datasets/fashion-mnist'
+
+data_preprocessor = dict(num_classes=10, mean=[72.94], std=[90.02], to_rgb=False)
+
+train_pipeline = [dict(type='PackInputs')]
+test_pipeline = [dict(type='PackInputs')]
+
+train_dataloader = dict(
+    batch_size=128,
+    num_workers=0,
+    dataset=dict(type=dataset_type, data_root=data_root, source_root=source_root, test_mode=False,
+                 pipeline=train_pipeline),
+    sampler=dict(type='DefaultSampler', shuffle=True),
+)
+val_dataloader = dict(
+    batch_size=500,
+    num_workers=0,
+    dataset=dict(type=dataset_type, data_root=data_root, source_root=source_root, test_mode=True,
+                 pipeline=test_pipeline),
+    sampler=dict(type='DefaultSampler', shuffle=False),
+)
+val_evaluator = dict(type='Accuracy', topk=(1, ))
+test_dataloader = val_dataloader
+test_evaluator = val_evaluator

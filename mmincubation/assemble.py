@@ -1,0 +1,55 @@
+"""Assembly: K incubated modules -> one plain mmpretrain checkpoint of the full model."""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from .checkpoint import META_KEY, CheckpointError, incubation_meta, load_weights, save_atomic
+from .layout import ModuleLayout, check_state_dict
+
+
+def assemble_modules(module_files: Sequence[str | os.PathLike],
+                     reference: Mapping[str, object] | None = None) -> dict:
+    """Merge incubated modules into a full-model checkpoint, validating everything first.
+
+    Every file must be an exported module of the same layout, each module must appear exactly once,
+    and each file must hold only its own module's parameters. With ``reference`` (the full model's
+    state dict, or tensors of the right shapes), keys and shapes are checked against it too.
+    """
+    if not module_files:
+        raise CheckpointError('no module checkpoint given to assemble')
+    layout, merged, sources = None, {}, {}
+    for path in module_files:
+        checkpoint = load_weights(path)
+        record = incubation_meta(checkpoint, path, phase='incubate')
+        module_layout = ModuleLayout(tuple(record['layout']))
+        if layout is None:
+            layout = module_layout
+        elif module_layout.depths != layout.depths:
+            raise CheckpointError(f'module checkpoint {path} was incubated for layout {module_layout.depths}, '
+                                  f'{sources[min(sources)]} for layout {layout.depths}')
+        module = int(record['module'])
+        if module in sources:
+            raise CheckpointError(f'module {module} is given twice: {sources[module]} and {path}')
+        foreign = sorted(key for key in checkpoint['state_dict'] if layout.module_of(key) != module)
+        if foreign:
+            raise CheckpointError(f'module checkpoint {path} (module {module}) holds parameters of other '
+                                  f'modules: {foreign[:5]}')
+        sources[module] = str(path)
+        merged.update(checkpoint['state_dict'])
+    missing = sorted(set(range(layout.num_modules)) - set(sources))
+    if missing:
+        raise CheckpointError(f'modules {missing} of layout {layout.depths} are missing; '
+                              f'got {dict(sorted(sources.items()))}')
+    if reference is not None:
+        check_state_dict(merged, reference, source=f'the modules {list(sources.values())}')
+    meta = {META_KEY: dict(phase='assemble', layout=list(layout.depths),
+                           sources=[sources[m] for m in range(layout.num_modules)])}
+    return dict(meta=meta, state_dict=merged)
+
+
+def assemble(module_files: Sequence[str | os.PathLike], out_file: str | os.PathLike,
+             reference: Mapping[str, object] | None = None) -> Path:
+    """Validate and merge ``module_files``, then write ``out_file`` atomically."""
+    return save_atomic(assemble_modules(module_files, reference), out_file)

@@ -1,0 +1,67 @@
+"""Keeps a phase's accuracy history against its training cost, for reports and plots."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from mmengine.dist import get_world_size, master_only
+from mmengine.hooks import Hook
+
+from ...registry import HOOKS
+
+
+@HOOKS.register_module()
+class PhaseRecordHook(Hook):
+    """Write ``work_dir/phase_record.json``: validation metrics after each evaluation, with cost.
+
+    Training cost is counted in block-images: images seen times ``num_blocks`` of the trained
+    network, the same unit for every phase, so incubation (meta + modules + fine-tune) and
+    end-to-end training can be put on one axis. ``cost_offset`` is the cost spent before this phase.
+    """
+
+    priority = 'LOW'
+
+    def __init__(self, phase: str, num_blocks: int, cost_offset: float = 0.0) -> None:
+        self.phase = phase
+        self.num_blocks = num_blocks
+        self.cost_offset = cost_offset
+        self.history: list[dict] = []
+        self.test_metrics: dict[str, float] = {}
+        self.started = 0.0
+        self.wall_seconds = 0.0
+
+    def before_train(self, runner) -> None:
+        self.started = time.perf_counter()
+
+    def _images_seen(self, runner) -> int:
+        return runner.iter * runner.train_dataloader.batch_size * get_world_size()
+
+    def after_val_epoch(self, runner, metrics: dict | None = None) -> None:
+        self.history.append(dict(epoch=runner.epoch, iter=runner.iter, images=self._images_seen(runner),
+                                 cost=self.cost_offset + self._images_seen(runner) * self.num_blocks,
+                                 metrics={k: float(v) for k, v in (metrics or {}).items()}))
+        self._write(runner, finished=False)
+
+    def after_train(self, runner) -> None:
+        self.wall_seconds = time.perf_counter() - self.started
+        self._write(runner, finished=True)
+
+    def after_test_epoch(self, runner, metrics: dict | None = None) -> None:
+        self.test_metrics = {k: float(v) for k, v in (metrics or {}).items()}
+        self._write(runner, finished=True)
+
+    @master_only
+    def _write(self, runner, finished: bool) -> None:
+        iter_time = runner.message_hub.log_scalars.get('train/time')
+        record = dict(
+            phase=self.phase, finished=finished, num_blocks=self.num_blocks, iters=runner.iter,
+            images=self._images_seen(runner), cost_offset=self.cost_offset,
+            cost=self.cost_offset + self._images_seen(runner) * self.num_blocks,
+            wall_seconds=self.wall_seconds if finished else time.perf_counter() - self.started,
+            seconds_per_iter=float(iter_time.mean()) if iter_time else None,
+            history=self.history, test_metrics=self.test_metrics)
+        path = Path(runner.work_dir) / 'phase_record.json'
+        tmp = path.with_suffix('.json.tmp')
+        tmp.write_text(json.dumps(record, indent=1))
+        tmp.replace(path)

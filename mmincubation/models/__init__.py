@@ -1,0 +1,3 @@
+from .incubation_classifier import IncubationClassifier
+
+__all__ = ['IncubationClassifier']

@@ -1,0 +1,71 @@
+"""The hybrid network of module incubation, as an mmpretrain ``ImageClassifier``."""
+from __future__ import annotations
+
+from mmpretrain.models import ImageClassifier
+
+from ..checkpoint import CheckpointError, incubation_meta, load_weights
+from ..layout import LayoutError, ModuleLayout, check_state_dict, convert_state_dict
+from ..registry import MODELS
+
+
+@MODELS.register_module()
+class IncubationClassifier(ImageClassifier):
+    """Meta model whose ``target_module``-th block is the real module, which alone is trained.
+
+    The backbone must have the hybrid's depth (``K - 1`` meta blocks plus the target's blocks).
+    Every parameter outside the target module is frozen at construction, so optimizers, DDP and
+    gradient clipping only ever see the target. Freezing the meta modules *after* the target too
+    (the official code keeps them trainable but out of the optimizer) changes neither the update nor
+    the target's gradient, which still flows back through their activations; it only skips
+    computing weight gradients that nobody uses, and leaves DDP without unused parameters.
+
+    Args:
+        module_depths: depths of the full model's modules, e.g. ``(3, 3, 3, 3)`` for ViT-B.
+        target_module: index of the module being incubated.
+        meta_checkpoint: output of the meta-pretraining phase; its modules fill the non-target slots
+            in :meth:`init_weights`. The target keeps its own fresh initialisation.
+    """
+
+    def __init__(self, *args, module_depths: tuple[int, ...], target_module: int,
+                 meta_checkpoint: str | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.full_layout = ModuleLayout(tuple(module_depths))
+        self.layout = self.full_layout.hybrid(target_module)
+        self.target_module = target_module
+        self.meta_checkpoint = meta_checkpoint
+        depth = len(self.backbone.layers)
+        if depth != self.layout.total_depth:
+            raise LayoutError(f'the backbone has {depth} blocks but the hybrid for module {target_module} of '
+                              f'layout {self.full_layout.depths} needs {self.layout.total_depth}')
+        for name, param in self.named_parameters():
+            param.requires_grad_(self.layout.module_of(name) == target_module)
+
+    def init_weights(self) -> None:
+        super().init_weights()
+        if self.meta_checkpoint is not None:
+            self.load_meta_modules(self.meta_checkpoint)
+
+    def load_meta_modules(self, path: str) -> None:
+        """Copy every module but the target from a meta-pretraining checkpoint."""
+        checkpoint = load_weights(path)
+        record = incubation_meta(checkpoint, path, phase='meta')
+        if len(record['layout']) != self.full_layout.num_modules:
+            raise CheckpointError(f'meta checkpoint {path} has {len(record["layout"])} modules, '
+                                  f'the config asks for {self.full_layout.num_modules}')
+        others = [m for m in range(self.layout.num_modules) if m != self.target_module]
+        own = self.state_dict()
+        expected = {key: value for key, value in own.items() if self.layout.module_of(key) != self.target_module}
+        try:
+            meta_weights = convert_state_dict(
+                checkpoint['state_dict'], self.full_layout.meta(), self.layout, others)
+        except (KeyError, LayoutError) as error:
+            raise CheckpointError(f'meta checkpoint {path} does not fit layout '
+                                  f'{self.full_layout.meta().depths}: {error}') from error
+        check_state_dict(meta_weights, expected, source=f'meta checkpoint {path}')
+        own.update(meta_weights)
+        self.load_state_dict(own, strict=True)
+
+    def export_module(self) -> dict:
+        """The target module's weights, keyed as in the full model."""
+        state = {key: value.detach().cpu() for key, value in self.state_dict().items()}
+        return convert_state_dict(state, self.layout, self.full_layout, [self.target_module])

@@ -1,0 +1,83 @@
+"""Train from a config: a whole Deep Incubation pipeline, one of its phases, or any plain
+mmpretrain / mmdet / mmseg config.
+
+    python tools/train.py configs/incubate_vit_b.py                      # meta -> incubate x K -> assemble -> finetune
+    python tools/train.py configs/incubate_vit_b.py --phase incubate --module 2   # one module, one machine
+    python tools/train.py configs/incubate_vit_b.py --phase e2e          # the end-to-end baseline
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+import mmincubation  # noqa: F401  (compatibility fixes and registries)
+from mmincubation.engine.runner import PHASES
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Train a model (Deep Incubation pipelines included)')
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models (default: work_dirs/<config name>)')
+    parser.add_argument('--phase', nargs='+', choices=PHASES + ('all', ),
+                        help='incubation phases to run (default: meta incubate assemble finetune; '
+                             '"all" adds the e2e baseline)')
+    parser.add_argument('--module', type=int, nargs='+', help='incubate only these module indices')
+    parser.add_argument('--resume', nargs='?', type=str, const='auto',
+                        help='resume a plain config from this checkpoint, or the latest one in work_dir '
+                             '(incubation phases always resume when interrupted)')
+    parser.add_argument('--amp', action='store_true', help='automatic mixed precision training')
+    parser.add_argument('--no-validate', action='store_true', help='skip evaluation during training')
+    parser.add_argument('--auto-scale-lr', action='store_true', help='scale lr by the actual batch size')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, e.g. incubation.meta.train_cfg.max_epochs=10')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
+    """Apply the command line to the config, as mmpretrain's tools/train.py does."""
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.launcher = args.launcher
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
+        './work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if args.amp:
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.no_validate:
+        for key in ('val_cfg', 'val_dataloader', 'val_evaluator'):
+            cfg[key] = None
+    if args.auto_scale_lr:
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        cfg.resume, cfg.load_from = True, args.resume
+    if 'incubation' in cfg:
+        cfg.runner_type = 'mmincubation.IncubationRunner'
+        if args.phase:
+            cfg.incubation.phases = list(PHASES) if 'all' in args.phase else args.phase
+        if args.module is not None:
+            cfg.incubation.modules = args.module
+    elif args.phase or args.module is not None:
+        raise SystemExit(f'{args.config} has no `incubation` section: --phase/--module do not apply')
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    cfg = merge_args(Config.fromfile(args.config), args)
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
