@@ -1,0 +1,48 @@
+"""Assemble incubated modules into one plain mmpretrain checkpoint of the full model.
+
+    python tools/assemble.py configs/incubate_vit_b.py --modules m0.pth m1.pth m2.pth m3.pth --out vit-b.pth
+    python tools/assemble.py configs/incubate_vit_b.py --work-dir work_dirs/incubate_vit_b   # its module files
+
+Nothing is written unless every module is present once, all come from the same layout and every key
+and shape fits the config's full model.
+"""
+from __future__ import annotations
+
+import argparse
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+
+import mmincubation  # noqa: F401
+from mmincubation.assemble import assemble
+from mmincubation.engine.runner import build_layout, phase_config
+from mmincubation.engine.runner.incubation_runner import full_model_shapes
+from mmincubation.engine.runner.phase_config import phase_work_dir, product_name
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Assemble incubated modules into a full checkpoint')
+    parser.add_argument('config', help='the whole-pipeline incubation config')
+    parser.add_argument('--modules', nargs='+', help='module checkpoints (default: those in the work dir)')
+    parser.add_argument('--work-dir', help='pipeline work dir (default: work_dirs/<config name>)')
+    parser.add_argument('--out', help='output checkpoint (default: <work dir>/assembled.pth)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.work_dir = args.work_dir or osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    modules = args.modules or [
+        str(phase_work_dir(cfg.work_dir, 'incubate', k) / product_name('incubate', k))
+        for k in range(build_layout(cfg).num_modules)]
+    out = assemble(modules, args.out or osp.join(cfg.work_dir, 'assembled.pth'),
+                   reference=full_model_shapes(phase_config(cfg, 'finetune')))
+    print(f'assembled {len(modules)} modules into {out}')
+
+
+if __name__ == '__main__':
+    main()
