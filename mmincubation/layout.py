@@ -10,6 +10,7 @@ This module is pure: it knows state-dict keys and tensors, nothing of MMEngine.
 """
 from __future__ import annotations
 
+import numbers
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -79,10 +80,10 @@ class ModuleLayout:
     naming: BlockNaming = VIT_NAMING
 
     def __post_init__(self) -> None:
-        depths = tuple(int(d) for d in self.depths)
-        if not depths or any(d < 1 for d in depths):
+        depths = tuple(self.depths)
+        if not depths or any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1 for d in depths):
             raise LayoutError(f'module depths must be a non-empty list of positive ints, got {self.depths}')
-        object.__setattr__(self, 'depths', depths)
+        object.__setattr__(self, 'depths', tuple(int(d) for d in depths))
 
     @classmethod
     def uniform(cls, total_depth: int, num_modules: int, naming: BlockNaming = VIT_NAMING) -> ModuleLayout:

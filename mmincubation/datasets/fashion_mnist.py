@@ -13,8 +13,12 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 from mmengine import dist
+from mmengine.fileio import join_path
 from mmpretrain.datasets import FashionMNIST
+from mmpretrain.datasets.mnist import read_image_file, read_label_file
+from mmpretrain.datasets.utils import rm_suffix
 
 from ..registry import DATASETS
 
@@ -77,7 +81,14 @@ class CompressedFashionMNIST(FashionMNIST):
         super().__init__(*args, **kwargs)
 
     def load_data_list(self) -> list[dict]:
+        root = self.data_prefix['root']
         if dist.is_main_process() and not self._check_exists():
-            extract_fashion_mnist(self.source_root, self.data_prefix['root'])
+            extract_fashion_mnist(self.source_root, root)
         dist.barrier()
-        return super().load_data_list()
+        (images, _), (labels, _) = self.test_list if self.test_mode else self.train_list
+        images = read_image_file(join_path(root, rm_suffix(images))).numpy()
+        labels = read_label_file(join_path(root, rm_suffix(labels))).numpy().astype(np.int64)
+        # mmpretrain converts each 0-d label tensor with np.array(tensor), which numpy 2 warns about once
+        # per image (torch's __array__ lacks the `copy` keyword): 70k warnings and slow loading. The
+        # labels are converted in one go here instead, giving the same int64 0-d arrays.
+        return [{'img': image, 'gt_label': np.array(label)} for image, label in zip(images, labels)]

@@ -1,0 +1,131 @@
+"""The whole pipeline runs from one config as MMEngine runs: products, skipping, resuming, errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_classifier_cfg  # noqa: F401  (shared fixtures)
+from mmengine.config import Config
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+from mmengine.runner import load_checkpoint
+from mmpretrain.registry import MODELS
+
+from mmincubation.checkpoint import CheckpointError
+from mmincubation.datasets.fashion_mnist import DEBIAN_ROOT, extract_fashion_mnist
+from mmincubation.engine.runner import IncubationRunner, phase_config
+from mmincubation.engine.runner.incubation_runner import load_records
+from tools.train import merge_args, parse_args
+
+DEMO = 'configs/incubate_demo_fashion_mnist.py'
+needs_data = pytest.mark.skipif(not Path(DEBIAN_ROOT).is_dir(), reason=f'{DEBIAN_ROOT} not installed')
+
+
+@pytest.fixture(scope='session')
+def data_root(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp('fashion_mnist')
+    extract_fashion_mnist(DEBIAN_ROOT, root)
+    return str(root)
+
+
+def tiny_demo_cfg(data_root: str, work_dir: Path) -> Config:
+    """The demo config at a few seconds per phase: 256 training and 200 test images, 2 epochs each."""
+    cfg = Config.fromfile(DEMO)
+    cfg.work_dir = str(work_dir)
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].dataset.data_root = data_root
+        cfg[loader].batch_size = 64
+    cfg.train_dataloader.dataset.indices = 256
+    cfg.val_dataloader.dataset.indices = 200
+    cfg.test_dataloader.dataset.indices = 200
+    for phase in ('meta', 'incubate', 'finetune', 'e2e'):
+        cfg.incubation[phase].train_cfg.max_epochs = 2
+    cfg.default_hooks.logger.interval = 1
+    return cfg
+
+
+@needs_data
+def test_pipeline_produces_a_plain_model_and_skips_finished_phases(data_root, tmp_path):
+    cfg = tiny_demo_cfg(data_root, tmp_path)
+    IncubationRunner(cfg, phases=('meta', 'incubate', 'assemble', 'finetune', 'e2e')).train()
+
+    products = ['meta/meta.pth', *[f'incubate/module_{k}/module_{k}.pth' for k in range(4)],
+                'assembled.pth', 'finetune/finetuned.pth', 'e2e/e2e.pth']
+    for product in products:
+        assert (tmp_path / product).is_file(), product
+    # The assembled checkpoint loads strictly into the stock 8-block model of the base config.
+    base = Config.fromfile('configs/_base_/models/vit-tiny-p4_fashion-mnist.py')
+    full = MODELS.build(base.model)
+    load_checkpoint(full, str(tmp_path / 'assembled.pth'), strict=True)
+
+    records = {record['phase']: record for record in load_records(tmp_path)}
+    assert set(records) == {'meta', 'incubate_module_0', 'incubate_module_1', 'incubate_module_2',
+                            'incubate_module_3', 'finetune', 'e2e'}
+    assert records['meta']['num_blocks'] == 4 and records['incubate_module_1']['num_blocks'] == 5
+    assert records['finetune']['num_blocks'] == 8 == records['e2e']['num_blocks']
+    spent_before = sum(records[p]['cost'] for p in records if p.startswith(('meta', 'incubate')))
+    assert records['finetune']['cost_offset'] == pytest.approx(spent_before)
+    # Learned something: 10 classes, so chance is 10 %.
+    assert records['finetune']['test_metrics']['accuracy/top1'] > 20
+    assert records['e2e']['test_metrics']['accuracy/top1'] > 20
+
+    stamps = {p: (tmp_path / p).stat().st_mtime_ns for p in products}
+    IncubationRunner(cfg, phases=('meta', 'incubate', 'assemble', 'finetune', 'e2e')).train()
+    assert stamps == {p: (tmp_path / p).stat().st_mtime_ns for p in products}  # nothing was redone
+
+
+@HOOKS.register_module(force=True)
+class CrashAfterFirstEpoch(Hook):
+    """Simulates a job killed right after its first epoch's checkpoint was written."""
+
+    priority = 'LOWEST'
+
+    def after_train_epoch(self, runner) -> None:
+        if runner.epoch == 0:  # the loop counts the epoch only after this hook
+            raise RuntimeError('simulated crash')
+
+
+@needs_data
+def test_interrupted_phase_resumes_from_its_last_checkpoint(data_root, tmp_path):
+    cfg = tiny_demo_cfg(data_root, tmp_path)
+    crashing = cfg.copy()
+    crashing.custom_hooks = [dict(type='CrashAfterFirstEpoch')]
+    with pytest.raises(RuntimeError, match='simulated crash'):
+        IncubationRunner(crashing, phases=('meta', )).train()
+    assert (tmp_path / 'meta' / 'epoch_1.pth').is_file() and not (tmp_path / 'meta' / 'meta.pth').exists()
+    crashed_at = torch.load(tmp_path / 'meta' / 'epoch_1.pth', weights_only=True)['meta']['iter']
+
+    assert phase_config(cfg, 'meta').resume  # the derived config asks MMEngine to resume
+    IncubationRunner(cfg, phases=('meta', )).train()
+    record = json.loads((tmp_path / 'meta' / 'phase_record.json').read_text())
+    assert [entry['epoch'] for entry in record['history']] == [2]  # only the second epoch was trained again
+    assert record['iters'] == 2 * crashed_at
+    assert (tmp_path / 'meta' / 'meta.pth').is_file()
+
+
+def test_a_module_without_its_meta_model_is_refused_with_the_command_to_run(tmp_path):
+    cfg = Config.fromfile(DEMO)
+    cfg.work_dir = str(tmp_path)
+    with pytest.raises(CheckpointError, match=r'meta\.pth is missing: run the meta phase first .*--phase meta'):
+        IncubationRunner(cfg, phases=('incubate', ), modules=[2]).train()
+    with pytest.raises(CheckpointError, match=r'module_0\.pth is missing: run module 0 first'):
+        IncubationRunner(cfg, phases=('assemble', )).train()
+    assert not any(tmp_path.iterdir())
+
+
+def test_train_command_line_selects_phases_and_modules(tmp_path):
+    cfg = merge_args(Config.fromfile(DEMO), parse_args(
+        [DEMO, '--phase', 'incubate', '--module', '1', '3', '--work-dir', str(tmp_path), '--amp',
+         '--cfg-options', 'incubation.incubate.train_cfg.max_epochs=7']))
+    runner = IncubationRunner.from_cfg(cfg)
+    assert runner.phases == ['incubate'] and runner.modules == [1, 3]
+    module_cfg = phase_config(cfg, 'incubate', 3, meta_checkpoint='meta.pth')
+    assert module_cfg.train_cfg.max_epochs == 7 and module_cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert module_cfg.work_dir == str(tmp_path / 'incubate' / 'module_3')
+    assert module_cfg.model.backbone.arch['num_layers'] == 3 + 2
+    with pytest.raises(ValueError, match='module index 4 is out of range for 4 modules'):
+        IncubationRunner(cfg, modules=[4])
+    all_phases = merge_args(Config.fromfile(DEMO), parse_args([DEMO, '--phase', 'all']))
+    assert IncubationRunner.from_cfg(all_phases).phases == ['meta', 'incubate', 'assemble', 'finetune', 'e2e']
