@@ -9,8 +9,12 @@ export VENV
 install:
 	bash tools/install.sh
 
+DEMO_CONFIG := configs/incubate_demo_fashion_mnist.py
+DEMO_WORK_DIR := work_dirs/incubate_demo_fashion_mnist
+
 demo: install
-	$(PY) tools/demo.py
+	$(PY) tools/train.py $(DEMO_CONFIG) --phase all --work-dir $(DEMO_WORK_DIR)
+	$(PY) tools/analysis_tools/summarize_incubation.py $(DEMO_WORK_DIR)
 
 lint: install
 	$(PY) -m ruff check .
