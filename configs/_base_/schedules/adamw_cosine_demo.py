@@ -4,9 +4,11 @@ optim_wrapper = dict(
     paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0, flat_decay_mult=0.0,
                        custom_keys={'.pos_embed': dict(decay_mult=0.0), '.cls_token': dict(decay_mult=0.0)}),
 )
+# Warmup and decay are counted in iterations, so that phases of any length (even one epoch) work.
+warmup_iters = 50
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.1, by_epoch=True, begin=0, end=1, convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=1),
+    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=warmup_iters),
+    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=warmup_iters),
 ]
 train_cfg = dict(by_epoch=True, max_epochs=4, val_interval=1)
 val_cfg = dict()
