@@ -42,3 +42,24 @@ def allow_mmengine_checkpoints() -> None:
 
 
 allow_mmengine_checkpoints()
+
+
+def init_cpu_distributed(cfg) -> None:
+    """Make ``--launcher pytorch`` work on machines without CUDA (gloo, CPU DDP).
+
+    MMEngine 0.10.7's pytorch launcher calls ``torch.cuda.set_device`` unconditionally and its DDP
+    wrapper defaults to ``device_ids=[LOCAL_RANK]``; both fail on CPU. Starting the gloo process group
+    here makes the runner skip its own set-up (``Runner.setup_env`` only initialises an uninitialised
+    group), and ``device_ids=None`` is what CPU DDP needs. GPU machines are left untouched.
+    """
+    import os
+
+    import torch.distributed as torch_dist
+
+    if cfg.get('launcher', 'none') != 'pytorch' or torch.cuda.is_available():
+        return
+    if not torch_dist.is_initialized() and 'RANK' in os.environ:
+        torch_dist.init_process_group(backend='gloo')
+    wrapper = cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel', broadcast_buffers=False)
+    wrapper.setdefault('device_ids', None)
+    cfg.model_wrapper_cfg = wrapper

@@ -12,14 +12,15 @@ from mmengine import registry as mmengine_registry
 from mmengine.registry import Registry
 
 
-def _child(name: str, location: str) -> Registry:
+def _child(name: str, *locations: str) -> Registry:
     parent = getattr(mmengine_registry, name)
-    return Registry(parent.name, parent=parent, scope='mmincubation', locations=[location])
+    return Registry(parent.name, parent=parent, scope='mmincubation', locations=list(locations))
 
 
 RUNNERS = _child('RUNNERS', 'mmincubation.engine')
 HOOKS = _child('HOOKS', 'mmincubation.engine')
-OPTIM_WRAPPER_CONSTRUCTORS = _child('OPTIM_WRAPPER_CONSTRUCTORS', 'mmincubation.engine')
-DATASETS = _child('DATASETS', 'mmincubation.datasets')
+OPTIM_WRAPPER_CONSTRUCTORS = _child('OPTIM_WRAPPER_CONSTRUCTORS', 'mmincubation.engine',
+                                    'mmincubation.engine.layer_decay')
+DATASETS = _child('DATASETS', 'mmincubation.datasets', 'mmincubation.datasets.dmt_split')
 DATA_SAMPLERS = _child('DATA_SAMPLERS', 'mmincubation.datasets')
-MODELS = _child('MODELS', 'mmincubation.models')
+MODELS = _child('MODELS', 'mmincubation.models', 'mmincubation.models.necks')

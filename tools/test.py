@@ -12,6 +12,7 @@ from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 import mmincubation  # noqa: F401
+from mmincubation.compat import init_cpu_distributed
 from mmincubation.engine.runner import phase_config
 
 
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
         cfg.work_dir = args.work_dir or osp.join('./work_dirs', name, 'test')
     cfg.launcher = args.launcher
     cfg.load_from, cfg.resume = args.checkpoint, False
+    init_cpu_distributed(cfg)
     return Runner.from_cfg(cfg).test()
 
 

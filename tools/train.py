@@ -16,6 +16,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmincubation  # noqa: F401  (compatibility fixes and registries)
+from mmincubation.compat import init_cpu_distributed
 from mmincubation.engine.runner import PHASES
 
 
@@ -75,6 +76,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = merge_args(Config.fromfile(args.config), args)
+    init_cpu_distributed(cfg)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     runner.train()
 

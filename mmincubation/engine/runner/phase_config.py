@@ -102,6 +102,11 @@ def phase_config(cfg: Config, phase: str, module: int | None = None, meta_checkp
         model.update(type='mmincubation.IncubationClassifier', module_depths=list(layout.depths),
                      target_module=module, meta_checkpoint=meta_checkpoint)
         phase_cfg.optim_wrapper.setdefault('constructor', 'mmincubation.TrainableParamsOptimWrapperConstructor')
+        dataset = (phase_cfg.get('train_dataloader') or {}).get('dataset') or {}
+        if str(dataset.get('type', '')).endswith('ClassBalancedSplitDataset'):  # DMT: module k trains on split k
+            dataset.setdefault('num_splits', None)
+            dataset.num_splits = dataset.num_splits or layout.num_modules
+            dataset.split = module if dataset.get('split') is None else dataset.split
     else:
         _set_depth(model, layout.total_depth)
     num_blocks = resolve_arch(model.backbone)['num_layers']

@@ -1,0 +1,19 @@
+# Decentralized modular training (DMT, the paper's supplementary) on the CPU demo: module k is
+# incubated only on the k-th of K disjoint, class-balanced parts of the training set, as if each
+# module belonged to a party holding its own data. Meta pretraining and fine-tuning use all data.
+#
+# The incubate phase fills the wrapper's `split` with the module index and `num_splits` with K
+# (mmincubation/engine/runner/phase_config.py), so one config serves all K modules:
+#   python tools/train.py configs/incubate_demo_fashion_mnist_dmt.py --phase incubate --module 2
+_base_ = './incubate_demo_fashion_mnist.py'
+
+incubation = dict(
+    incubate=dict(
+        train_dataloader=dict(
+            dataset=dict(
+                _delete_=True,
+                type='mmincubation.ClassBalancedSplitDataset',
+                dataset={{_base_.train_dataloader.dataset}},
+                num_splits=None,  # K, filled per module
+                split=None,  # the module index, filled per module
+                seed=0))))

@@ -1,0 +1,171 @@
+"""Real torch.distributed: two gloo processes on CPU, started by tools/dist_train.sh (torchrun).
+
+One launch runs module 1's incubation and then the E2E baseline of the tiny demo pipeline, from a
+meta model trained here in a single process. Every rank dumps its weights before and after each
+phase and the samples it trained on (tests/ddp_probe.py), so we check what DDP must guarantee:
+the ranks see disjoint halves of the data yet end with identical weights, the frozen meta modules
+are bit-identical to the meta checkpoint, and the trained parameters moved.
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from mmincubation.datasets.fashion_mnist import DEBIAN_ROOT, extract_fashion_mnist
+from mmincubation.engine.runner import IncubationRunner, build_layout
+from mmincubation.layout import convert_state_dict
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / 'configs' / 'incubate_demo_fashion_mnist.py'
+NUM_TRAIN, BATCH, EPOCHS, WORLD = 256, 32, 2, 2
+ITERS_PER_EPOCH = NUM_TRAIN // (BATCH * WORLD)
+TARGET = 1
+
+pytestmark = pytest.mark.skipif(not Path(DEBIAN_ROOT).is_dir(), reason=f'{DEBIAN_ROOT} not installed')
+
+
+def tiny_demo_cfg(data_root: str, work_dir: Path) -> Config:
+    """The demo config at a few seconds per phase (as in test_pipeline): 256 images, 2 epochs."""
+    cfg = Config.fromfile(str(DEMO))
+    cfg.work_dir = str(work_dir)
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].dataset.data_root = data_root
+        cfg[loader].batch_size = BATCH
+    cfg.train_dataloader.dataset.indices = NUM_TRAIN
+    cfg.val_dataloader.dataset.indices = 64
+    cfg.test_dataloader.dataset.indices = 64
+    for phase in ('meta', 'incubate', 'finetune', 'e2e'):
+        cfg.incubation[phase].train_cfg.max_epochs = EPOCHS
+    cfg.param_scheduler[0].end = cfg.param_scheduler[1].begin = 2
+    cfg.default_hooks.logger.interval = 1
+    return cfg
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope='module')
+def ddp_run(tmp_path_factory):
+    """Meta phase in this process, then `dist_train.sh CONFIG 2 --phase incubate e2e --module 1`."""
+    root = tmp_path_factory.mktemp('ddp')
+    data_root, work_dir = root / 'data', root / 'work'
+    extract_fashion_mnist(DEBIAN_ROOT, data_root)
+    cfg = tiny_demo_cfg(str(data_root), work_dir)
+    IncubationRunner(cfg, phases=('meta', )).train()
+    assert (work_dir / 'meta' / 'meta.pth').is_file()
+
+    # Only the distributed run gets the probe. gloo and CPU DDP come from tools/train.py itself
+    # (mmincubation.compat.init_cpu_distributed), as for a user launching dist_train.sh on CPUs.
+    cfg.custom_imports = dict(imports=['ddp_probe'], allow_failed_imports=False)
+    cfg.custom_hooks = [dict(type='DDPProbeHook')]
+    config = root / 'tiny_demo.py'
+    cfg.dump(str(config))
+
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()), CUDA_VISIBLE_DEVICES='',
+               OMP_NUM_THREADS='1', PYTHONPATH=os.pathsep.join([str(REPO / 'tests'), os.environ.get('PYTHONPATH', '')]))
+    command = ['bash', str(REPO / 'tools' / 'dist_train.sh'), str(config), str(WORLD), '--work-dir', str(work_dir),
+               '--phase', 'incubate', 'e2e', '--module', str(TARGET)]
+    result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=240)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f'torchrun failed ({result.returncode}):\n{output[-6000:]}'
+    return cfg, work_dir, output, dict(config=config, env=env, root=root)
+
+
+def load_ranks(phase_dir: Path, stage: str) -> list[dict]:
+    return [torch.load(phase_dir / f'rank{rank}_{stage}.pth', weights_only=True) for rank in range(WORLD)]
+
+
+def assert_identical(states: list[dict]) -> None:
+    reference = states[0]
+    for other in states[1:]:
+        assert reference.keys() == other.keys()
+        differing = [key for key in reference if not torch.equal(reference[key], other[key])]
+        assert not differing, f'ranks disagree on {differing[:5]}'
+
+
+def assert_sharded(samples: list[list[list[int]]]) -> None:
+    """Per epoch, the ranks trained on disjoint halves that together are the whole training set."""
+    assert all(len(rank) == EPOCHS * ITERS_PER_EPOCH for rank in samples)
+    for epoch in range(EPOCHS):
+        iters = slice(epoch * ITERS_PER_EPOCH, (epoch + 1) * ITERS_PER_EPOCH)
+        seen = [[idx for batch in rank[iters] for idx in batch] for rank in samples]
+        assert all(len(rank) == NUM_TRAIN // WORLD for rank in seen)
+        assert not set(seen[0]) & set(seen[1])
+        assert set(seen[0]) | set(seen[1]) == set(range(NUM_TRAIN))
+
+
+def test_module_incubation_under_ddp_keeps_ranks_equal_and_meta_modules_frozen(ddp_run):
+    cfg, work_dir, output, _ = ddp_run
+    phase_dir = work_dir / 'incubate' / f'module_{TARGET}'
+    before, after = load_ranks(phase_dir, 'before'), load_ranks(phase_dir, 'after')
+    assert after[0]['wrapper'] == 'MMDistributedDataParallel'
+    assert 'Distributed training: True' in output and f'GPU number: {WORLD}' in output  # MMEngine's env report
+    assert_sharded([rank['samples'] for rank in after])
+    assert_identical([rank['state_dict'] for rank in before])
+    assert_identical([rank['state_dict'] for rank in after])
+
+    layout = build_layout(cfg)
+    hybrid = layout.hybrid(TARGET)
+    state_before, state = before[0]['state_dict'], after[0]['state_dict']
+    target_keys = sorted(key for key in state if hybrid.module_of(key) == TARGET)
+    frozen_keys = sorted(key for key in state if hybrid.module_of(key) != TARGET)
+    assert target_keys and frozen_keys
+    assert after[0]['trainable'] == target_keys  # ViT: no buffers, so every key is a parameter
+
+    # Frozen meta modules: bit-identical to the meta checkpoint, re-keyed into the hybrid.
+    meta = torch.load(work_dir / 'meta' / 'meta.pth', weights_only=True)['state_dict']
+    others = [module for module in range(layout.num_modules) if module != TARGET]
+    expected = convert_state_dict(meta, layout.meta(), hybrid, others)
+    assert sorted(expected) == frozen_keys
+    changed = [key for key in frozen_keys if not torch.equal(state[key], expected[key])]
+    assert not changed, f'frozen parameters changed: {changed[:5]}'
+
+    # The target trained: every one of its tensors moved, and the exported module is what the ranks hold.
+    unmoved = [key for key in target_keys if torch.equal(state[key], state_before[key])]
+    assert not unmoved, f'target parameters did not move: {unmoved}'
+    product = torch.load(phase_dir / f'module_{TARGET}.pth', weights_only=True)['state_dict']
+    exported = convert_state_dict(state, hybrid, layout, [TARGET])
+    assert product.keys() == exported.keys()
+    assert all(torch.equal(product[key], exported[key]) for key in product)
+
+
+def test_e2e_under_ddp_trains_every_parameter_identically_on_all_ranks(ddp_run):
+    cfg, work_dir, _, _ = ddp_run
+    phase_dir = work_dir / 'e2e'
+    before, after = load_ranks(phase_dir, 'before'), load_ranks(phase_dir, 'after')
+    assert after[0]['wrapper'] == 'MMDistributedDataParallel'
+    assert_sharded([rank['samples'] for rank in after])
+    assert_identical([rank['state_dict'] for rank in before])
+    assert_identical([rank['state_dict'] for rank in after])
+
+    state, state_before = after[0]['state_dict'], before[0]['state_dict']
+    assert after[0]['trainable'] == sorted(state)
+    unmoved = [key for key in state if torch.equal(state[key], state_before[key])]
+    assert not unmoved, f'parameters did not move: {unmoved}'
+    assert sum(key.startswith('backbone.layers.') and key.endswith('.ln1.weight') for key in state) == 8
+    product = torch.load(phase_dir / 'e2e.pth', weights_only=True)['state_dict']
+    assert product.keys() == state.keys()
+    assert all(torch.equal(product[key], state[key]) for key in product)
+
+
+def test_dist_test_evaluates_the_e2e_model_on_two_ranks(ddp_run):
+    _, work_dir, _, launch = ddp_run
+    env = dict(launch['env'], PORT=str(free_port()))
+    command = ['bash', str(REPO / 'tools' / 'dist_test.sh'), str(launch['config']), str(work_dir / 'e2e' / 'e2e.pth'),
+               str(WORLD), '--work-dir', str(launch['root'] / 'test')]
+    result = subprocess.run(command, cwd=launch['root'], env=env, capture_output=True, text=True, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f'torchrun failed ({result.returncode}):\n{output[-6000:]}'
+    assert 'Distributed training: True' in output and f'GPU number: {WORLD}' in output
+    assert re.search(r'Epoch\(test\) \[\d+/\d+\]\s+accuracy/top1: \d+\.\d+', output), output[-3000:]
