@@ -1,0 +1,93 @@
+# Mask R-CNN on COCO with the incubated ViT-B/16 as a plain backbone, ViTDet style: a simple feature
+# pyramid (mmincubation.SimpleFPN) on the last block, conv RPN/RoI heads with channel LayerNorm,
+# large-scale-jitter training at 1024x1024, AdamW with layer-wise LR decay 0.7, drop path 0.1.
+# Stock mmdet trains it; the backbone is mmpretrain's VisionTransformer and the only mmincubation
+# code used is the neck, its LN2d and the LR-decay constructor (imported by `custom_imports`).
+#
+# The checkpoint: the fine-tuned (or assembled) ImageClassifier of configs/incubate_vit_b.py; only
+# its `backbone.*` weights are loaded (pos_embed resized from 224/16 to 1024/16 by mmpretrain's ViT).
+# Point at another one with the environment variable INCUBATED_CHECKPOINT (read when the config is
+# loaded; `--cfg-options checkpoint=...` would NOT reach the nested init_cfg):
+#   INCUBATED_CHECKPOINT=path/to/vit-b.pth python tools/train.py configs/downstream/<this file>
+# (equivalently: --cfg-options model.backbone.init_cfg.checkpoint=path/to/vit-b.pth).
+# Schedule: 12 epochs, 8 GPUs x 2 images, lr 1e-4 (auto_scale_lr base_batch_size=16).
+# Not ViTDet: global attention in every block (mmpretrain's ViT has no window attention / rel-pos).
+_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
+
+custom_imports = dict(
+    imports=['mmpretrain.models', 'mmincubation.models.necks', 'mmincubation.engine.layer_decay'],
+    allow_failed_imports=False)
+
+checkpoint = '{{$INCUBATED_CHECKPOINT:work_dirs/incubate_vit_b/finetune/finetuned.pth}}'
+image_size = (1024, 1024)
+norm_cfg = dict(type='mmincubation.LN2d', eps=1e-6, requires_grad=True)
+
+model = dict(
+    data_preprocessor=dict(
+        pad_size_divisor=32, batch_augments=[dict(type='BatchFixedSizePad', size=image_size, pad_mask=True)]),
+    backbone=dict(
+        _delete_=True,
+        type='mmpretrain.VisionTransformer',
+        arch='base',
+        img_size=image_size,
+        patch_size=16,
+        qkv_bias=True,
+        norm_cfg=dict(type='LN', eps=1e-6),
+        drop_rate=0.,
+        drop_path_rate=0.1,
+        out_type='featmap',
+        out_indices=-1,
+        with_cls_token=True,  # the checkpoint has one; featmap outputs drop it
+        final_norm=True,
+        interpolate_mode='bicubic',
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint, prefix='backbone.')),
+    neck=dict(
+        _delete_=True,
+        type='mmincubation.SimpleFPN',
+        in_channels=768,
+        out_channels=256,
+        scale_factors=(4.0, 2.0, 1.0, 0.5),
+        num_outs=5,
+        in_stride=16,
+        norm_cfg=norm_cfg),
+    rpn_head=dict(num_convs=2),
+    roi_head=dict(
+        bbox_head=dict(type='Shared4Conv1FCBBoxHead', conv_out_channels=256, norm_cfg=norm_cfg),
+        mask_head=dict(norm_cfg=norm_cfg)))
+
+backend_args = None
+# Large-scale jitter (as mmdet's common/lsj-*_coco-instance.py), every batch padded to 1024x1024.
+train_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=backend_args),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='RandomResize', scale=image_size, ratio_range=(0.1, 2.0), keep_ratio=True),
+    dict(type='RandomCrop', crop_type='absolute_range', crop_size=image_size, recompute_bbox=True,
+         allow_negative_crop=True),
+    dict(type='FilterAnnotations', min_gt_bbox_wh=(1e-2, 1e-2)),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=backend_args),
+    dict(type='Resize', scale=image_size, keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]
+train_dataloader = dict(batch_size=2, num_workers=2, dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+test_dataloader = val_dataloader
+
+optim_wrapper = dict(
+    _delete_=True,
+    type='AmpOptimWrapper',
+    constructor='mmincubation.LayerDecayOptimWrapperConstructor',
+    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.1),
+    paramwise_cfg=dict(layer_decay_rate=0.7, num_layers=12))
+
+max_epochs = 12
+train_cfg = dict(max_epochs=max_epochs)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[8, 11], gamma=0.1),
+]
+auto_scale_lr = dict(enable=False, base_batch_size=16)

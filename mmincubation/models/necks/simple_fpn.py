@@ -1,0 +1,140 @@
+"""A ViTDet-style simple feature pyramid for plain (single-scale) ViT backbones.
+
+Li et al., *Exploring Plain Vision Transformer Backbones for Object Detection* (ECCV 2022): the
+last feature map of a plain ViT (stride 16) is turned into strides 4, 8, 16 and 32 by two
+deconvolutions, one deconvolution, the identity and a 2x2 max-pool; each level then gets a 1x1 and
+a 3x3 convolution with a channel LayerNorm, and an optional extra level (stride 64) is a stride-2
+subsampling of the last one. mmdet keeps its version in ``projects/`` (not installed with the
+package), so this is a small self-contained one, registered as ``mmincubation.SimpleFPN`` and
+usable from mmdet and mmseg configs alike; ``mmincubation.LN2d`` is registered too, for heads
+whose ``norm_cfg`` should match (``dict(type='mmincubation.LN2d')``).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from mmcv.cnn import ConvModule, build_activation_layer, build_norm_layer
+from mmengine.model import BaseModule
+from torch import nn
+
+from ...registry import MODELS
+
+
+@MODELS.register_module('LN2d')
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of an ``(N, C, H, W)`` tensor (ConvNeXt / ViTDet style)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+def _norm_cfg(norm_cfg: dict | None) -> dict | None:
+    """``type='LN2d'`` means ours whatever the caller's default scope (mmdet/mmseg have none)."""
+    if norm_cfg is None:
+        return None
+    norm_cfg = dict(norm_cfg)
+    if norm_cfg.get('type') in ('LN2d', 'mmincubation.LN2d'):
+        norm_cfg['type'] = LayerNorm2d
+    return norm_cfg
+
+
+@MODELS.register_module()
+class SimpleFPN(BaseModule):
+    """Simple feature pyramid on one feature map of a plain ViT.
+
+    Args:
+        in_channels (int): Channels of the backbone feature map (the ViT's ``embed_dims``).
+        out_channels (int): Channels of every output level.
+        scale_factors (Sequence[float]): One output level per factor, relative to the reference
+            stride ``base_stride``: 4 and 2 are deconvolutions, 1 the identity, 0.5 a 2x2 max-pool.
+            Defaults to ViTDet's ``(4, 2, 1, 0.5)``: strides 4, 8, 16, 32.
+        num_outs (int): Number of outputs; levels beyond ``len(scale_factors)`` are stride-2
+            subsamplings of the previous one (ViTDet's ``LastLevelMaxPool``). Defaults to 5.
+        in_index (int): Which map of the backbone's tuple to use. Defaults to -1 (the last).
+        in_stride (int): Stride of the backbone map (its patch size). Defaults to 16.
+        base_stride (int): Reference stride of the pyramid. When ``in_stride`` differs (ViT-H/14),
+            the map is first resampled bilinearly onto the ``base_stride`` grid, so the outputs keep
+            strides 4, 8, 16, 32(, 64) for the anchors and RoI extractors. Defaults to 16.
+        norm_cfg (dict): Norm after every convolution and between the two deconvolutions.
+            Defaults to ``dict(type='LN2d', eps=1e-6)``.
+        act_cfg (dict): Activation between the two deconvolutions. Defaults to GELU.
+        init_cfg (dict | list[dict], optional): Defaults to Caffe2-Xavier-like uniform Kaiming.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 scale_factors: Sequence[float] = (4.0, 2.0, 1.0, 0.5),
+                 num_outs: int = 5,
+                 in_index: int = -1,
+                 in_stride: int = 16,
+                 base_stride: int = 16,
+                 norm_cfg: dict | None = None,
+                 act_cfg: dict | None = None,
+                 init_cfg: dict | list | None = None) -> None:
+        if init_cfg is None:
+            init_cfg = dict(type='Kaiming', layer=['Conv2d', 'ConvTranspose2d'], a=1, mode='fan_in',
+                            nonlinearity='leaky_relu', distribution='uniform')
+        super().__init__(init_cfg=init_cfg)
+        if num_outs < len(scale_factors):
+            raise ValueError(f'num_outs={num_outs} is fewer than the {len(scale_factors)} scale factors')
+        norm_cfg = _norm_cfg(norm_cfg if norm_cfg is not None else dict(type='LN2d', eps=1e-6))
+        act_cfg = act_cfg if act_cfg is not None else dict(type='GELU')
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.scale_factors = tuple(float(s) for s in scale_factors)
+        self.num_outs = num_outs
+        self.in_index = in_index
+        self.in_stride = in_stride
+        self.base_stride = base_stride
+
+        self.stages = nn.ModuleList()
+        for scale in self.scale_factors:
+            layers: list[nn.Module] = []
+            channels = in_channels
+            if scale == 4.0:
+                layers += [nn.ConvTranspose2d(channels, channels // 2, 2, stride=2),
+                           build_norm_layer(norm_cfg, channels // 2)[1],
+                           build_activation_layer(act_cfg),
+                           nn.ConvTranspose2d(channels // 2, channels // 4, 2, stride=2)]
+                channels //= 4
+            elif scale == 2.0:
+                layers.append(nn.ConvTranspose2d(channels, channels // 2, 2, stride=2))
+                channels //= 2
+            elif scale == 1.0:
+                pass
+            elif scale == 0.5:
+                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            else:
+                raise ValueError(f'scale factor {scale} is not supported (choose from 4, 2, 1, 0.5)')
+            layers += [
+                ConvModule(channels, out_channels, 1, norm_cfg=norm_cfg, act_cfg=None),
+                ConvModule(out_channels, out_channels, 3, padding=1, norm_cfg=norm_cfg, act_cfg=None),
+            ]
+            self.stages.append(nn.Sequential(*layers))
+
+    @property
+    def strides(self) -> tuple[float, ...]:
+        """Output strides in input pixels."""
+        strides = [self.base_stride / scale for scale in self.scale_factors]
+        while len(strides) < self.num_outs:
+            strides.append(strides[-1] * 2)
+        return tuple(strides)
+
+    def forward(self, inputs: Sequence[torch.Tensor] | torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = inputs if isinstance(inputs, torch.Tensor) else inputs[self.in_index]
+        if x.dim() != 4:
+            raise ValueError(f'SimpleFPN expects (N, C, H, W) feature maps (the ViT needs '
+                             f"out_type='featmap'), got a tensor of shape {tuple(x.shape)}")
+        if self.in_stride != self.base_stride:
+            size = [int(n * self.in_stride / self.base_stride) for n in x.shape[-2:]]
+            x = F.interpolate(x, size=size, mode='bilinear', align_corners=False)
+        outs = [stage(x) for stage in self.stages]
+        while len(outs) < self.num_outs:
+            outs.append(F.max_pool2d(outs[-1], kernel_size=1, stride=2))
+        return tuple(outs)
+

@@ -1,0 +1,345 @@
+"""Downstream use of the incubated ViT (issue: Downstream): configs/downstream/ with stock mmdet/mmseg.
+
+Every config loads and builds; its backbone has exactly the keys and shapes of the upstream classifier
+checkpoint; a tiny variant of the ViT-B configs loads a fake assembled checkpoint into the backbone
+(pos_embed resized), trains one step with the layer-decay optimizer, and SimpleFPN gives the strides.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.logging import MMLogger
+from mmengine.optim import build_optim_wrapper
+from mmengine.registry import init_default_scope
+from mmengine.structures import InstanceData, PixelData
+
+import mmincubation  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+DOWNSTREAM = ROOT / 'configs' / 'downstream'
+CONFIGS = sorted(DOWNSTREAM.glob('*.py'))
+DET_B = DOWNSTREAM / 'mask-rcnn_vit-b-incubated_simplefpn_1x_coco.py'
+SEG_B = DOWNSTREAM / 'upernet_vit-b-incubated_mln_8xb2-160k_ade20k-512x512.py'
+# The classifier each downstream config takes its backbone from (what assembly/fine-tuning writes).
+UPSTREAM = {'vit-b': 'vit-base-p16_in1k.py', 'vit-l': 'vit-large-p16_in1k.py', 'vit-h': 'vit-huge-p14_in1k.py'}
+EXPECTED = {  # arch, out_indices (seg), layer decay (det, seg), drop path (det)
+    'vit-b': dict(arch='base', layers=12, seg_out=(3, 5, 7, 11), det_decay=0.7, seg_decay=0.65, det_dpr=0.1),
+    'vit-l': dict(arch='large', layers=24, seg_out=(7, 11, 15, 23), det_decay=0.8, seg_decay=0.9, det_dpr=0.4),
+    'vit-h': dict(arch='huge', layers=32, seg_out=(7, 15, 23, 31), det_decay=0.9, seg_decay=0.9, det_dpr=0.5),
+}
+TINY_ARCH = dict(embed_dims=32, num_layers=4, num_heads=2, feedforward_channels=64)
+
+
+def _arch_of(path: Path) -> str:
+    return next(key for key in UPSTREAM if f'_{key}-incubated_' in path.name)
+
+
+def _registry(cfg: Config):
+    init_default_scope(cfg.default_scope)
+    if cfg.default_scope == 'mmdet':
+        from mmdet.registry import MODELS
+    else:
+        from mmseg.registry import MODELS
+    return MODELS
+
+
+def test_there_are_det_and_seg_configs_for_every_size_and_schedule():
+    names = {path.name for path in CONFIGS}
+    for arch in UPSTREAM:
+        for schedule in ('1x', '3x'):
+            assert f'mask-rcnn_{arch}-incubated_simplefpn_{schedule}_coco.py' in names
+        for iters in ('80k', '160k'):
+            assert f'upernet_{arch}-incubated_mln_8xb2-{iters}_ade20k-512x512.py' in names
+    assert len(CONFIGS) == 12
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.stem)
+def test_config_loads_and_backbone_matches_the_upstream_checkpoint(path, monkeypatch):
+    monkeypatch.delenv('INCUBATED_CHECKPOINT', raising=False)
+    cfg = Config.fromfile(str(path))
+    arch = _arch_of(path)
+    expected = EXPECTED[arch]
+    is_det = path.name.startswith('mask-rcnn')
+    assert cfg.default_scope == ('mmdet' if is_det else 'mmseg')
+    backbone = cfg.model.backbone
+    assert backbone.type == 'mmpretrain.VisionTransformer' and backbone.arch == expected['arch']
+    assert backbone.out_type == 'featmap'
+    assert backbone.init_cfg == dict(type='Pretrained', prefix='backbone.',
+                                      checkpoint=f'work_dirs/incubate_{arch.replace("-", "_")}/finetune/finetuned.pth')
+    optim = cfg.optim_wrapper
+    assert optim.constructor == 'mmincubation.LayerDecayOptimWrapperConstructor'
+    assert optim.optimizer.type == 'AdamW' and optim.optimizer.lr == 1e-4
+    assert optim.paramwise_cfg.num_layers == expected['layers']
+    if is_det:
+        assert optim.paramwise_cfg.layer_decay_rate == expected['det_decay']
+        assert backbone.drop_path_rate == expected['det_dpr'] and optim.optimizer.weight_decay == 0.1
+        assert tuple(backbone.img_size) == (1024, 1024)
+        assert cfg.model.neck.type == 'mmincubation.SimpleFPN'
+        assert cfg.train_cfg.max_epochs == (36 if '_3x_' in path.name else 12)
+    else:
+        assert optim.paramwise_cfg.layer_decay_rate == expected['seg_decay']
+        assert tuple(backbone.out_indices) == expected['seg_out']
+        assert cfg.model.pretrained is None and cfg.model.neck.type == 'MultiLevelNeck'
+        assert list(cfg.model.neck.scales) == [4, 2, 1, 0.5]
+        assert cfg.train_cfg.max_iters == (80000 if '-80k_' in path.name else 160000)
+        assert cfg.param_scheduler[-1].end == cfg.train_cfg.max_iters
+
+    # Build the whole model without allocating it, and compare its backbone with the classifier that
+    # the incubation pipeline writes: same keys and shapes (pos_embed is resized on loading).
+    models = _registry(cfg)
+    with torch.device('meta'):
+        model = models.build(cfg.model)
+        upstream_cfg = Config.fromfile(str(ROOT / 'configs' / '_base_' / 'models' / UPSTREAM[arch]))
+        init_default_scope('mmpretrain')
+        from mmpretrain.registry import MODELS as PRETRAIN_MODELS
+        upstream = PRETRAIN_MODELS.build(upstream_cfg.model).backbone
+    ours = {k: v.shape for k, v in model.backbone.state_dict().items()}
+    theirs = {k: v.shape for k, v in upstream.state_dict().items()}
+    assert set(ours) == set(theirs)
+    assert {k for k in ours if ours[k] != theirs[k]} == {'pos_embed'}
+    assert len(model.backbone.layers) == expected['layers']
+    # the layer-decay constructor finds the same number of blocks as the config declares
+    constructor_cfg = copy.deepcopy(cfg.optim_wrapper)
+    constructor_cfg.type = 'OptimWrapper'  # AMP needs a GPU; the groups do not depend on it
+    from mmincubation.engine.layer_decay import LayerDecayOptimWrapperConstructor
+    constructor = LayerDecayOptimWrapperConstructor(
+        dict(type='OptimWrapper', optimizer=constructor_cfg.optimizer), constructor_cfg.paramwise_cfg)
+    assert constructor._count_layers(model) == optim.paramwise_cfg.num_layers
+
+
+def test_checkpoint_path_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv('INCUBATED_CHECKPOINT', '/data/my-vit.pth')
+    for path in (DET_B, SEG_B, DOWNSTREAM / 'mask-rcnn_vit-h-incubated_simplefpn_3x_coco.py'):
+        assert Config.fromfile(str(path)).model.backbone.init_cfg.checkpoint == '/data/my-vit.pth'
+
+
+# ----------------------------------------------------------------------------------------------- tiny variants
+
+@pytest.fixture(scope='module')
+def fake_checkpoint(tmp_path_factory) -> Path:
+    """An assembled ImageClassifier checkpoint of the tiny ViT (32x32 images: 2x2 patches), random weights."""
+    init_default_scope('mmpretrain')
+    from mmpretrain.registry import MODELS
+    torch.manual_seed(1)
+    classifier = MODELS.build(dict(
+        type='ImageClassifier',
+        backbone=dict(type='VisionTransformer', arch=TINY_ARCH, img_size=32, patch_size=16, qkv_bias=True,
+                      norm_cfg=dict(type='LN', eps=1e-6), out_type='cls_token', final_norm=True),
+        neck=None,
+        head=dict(type='VisionTransformerClsHead', num_classes=10, in_channels=32)))
+    with torch.no_grad():
+        for param in classifier.parameters():
+            param.normal_()  # nothing may coincide with a fresh initialisation (ones, zeros)
+    state_dict = classifier.state_dict()
+    assert any(k.startswith('head.') for k in state_dict) and 'backbone.ln1.weight' in state_dict
+    path = tmp_path_factory.mktemp('ckpt') / 'assembled.pth'
+    torch.save(dict(meta=dict(mmincubation=dict(phase='assemble')), state_dict=state_dict), path)
+    return path
+
+
+def _tiny_det_cfg(checkpoint: Path, path: Path = DET_B) -> Config:
+    cfg = Config.fromfile(str(path))
+    cfg.model.backbone.update(arch=TINY_ARCH, img_size=64)
+    cfg.model.backbone.init_cfg.checkpoint = str(checkpoint)
+    cfg.model.data_preprocessor.batch_augments[0].size = (64, 64)
+    cfg.model.neck.update(in_channels=32, out_channels=32)
+    cfg.model.rpn_head.update(in_channels=32, feat_channels=32)
+    for roi in ('bbox_roi_extractor', 'mask_roi_extractor'):
+        cfg.model.roi_head[roi].out_channels = 32
+    cfg.model.roi_head.bbox_head.update(in_channels=32, conv_out_channels=32, fc_out_channels=64, num_classes=3)
+    cfg.model.roi_head.mask_head.update(in_channels=32, conv_out_channels=32, num_classes=3)
+    cfg.optim_wrapper.type = 'OptimWrapper'  # AmpOptimWrapper needs a GPU
+    cfg.optim_wrapper.paramwise_cfg.num_layers = 4
+    return cfg
+
+
+def _tiny_seg_cfg(checkpoint: Path) -> Config:
+    cfg = Config.fromfile(str(SEG_B))
+    cfg.model.backbone.update(arch=TINY_ARCH, img_size=64, out_indices=(0, 1, 2, 3))
+    cfg.model.backbone.init_cfg.checkpoint = str(checkpoint)
+    cfg.model.data_preprocessor.size = (64, 64)
+    bn = dict(type='BN', requires_grad=True)
+    cfg.model.neck.update(in_channels=[32] * 4, out_channels=32)
+    cfg.model.decode_head.update(in_channels=[32] * 4, channels=32, num_classes=4, norm_cfg=bn)
+    cfg.model.auxiliary_head.update(in_channels=32, channels=16, num_classes=4, norm_cfg=bn)
+    cfg.optim_wrapper.paramwise_cfg.num_layers = 4
+    return cfg
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def _build_and_load(cfg: Config, checkpoint: Path) -> torch.nn.Module:
+    """Build the model, run ``init_weights`` and check the backbone holds exactly the checkpoint."""
+    models = _registry(cfg)
+    torch.manual_seed(0)
+    model = models.build(cfg.model)
+    logger = MMLogger.get_current_instance()
+    handler, level = _Records(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        model.init_weights()
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    log = '\n'.join(handler.messages)
+    assert f'load backbone. in model from: {checkpoint}' in log
+    assert 'Resize the pos_embed shape from torch.Size([1, 5, 32]) to torch.Size([1, 17, 32])' in log
+    for problem in ('missing keys', 'unexpected key', 'size mismatch', 'do not match'):
+        assert problem not in log, log
+
+    source = torch.load(checkpoint, weights_only=True)['state_dict']
+    expected = {k[len('backbone.'):]: v for k, v in source.items() if k.startswith('backbone.')}
+    loaded = model.backbone.state_dict()
+    assert set(loaded) == set(expected)
+    from mmpretrain.models.utils import resize_pos_embed
+    expected['pos_embed'] = resize_pos_embed(expected['pos_embed'], (2, 2), (4, 4), 'bicubic', 1)
+    for key, value in expected.items():
+        torch.testing.assert_close(loaded[key], value, rtol=0, atol=0, msg=key)
+    return model
+
+
+def _train_step(model: torch.nn.Module, cfg: Config, inputs: torch.Tensor, samples: list):
+    """One optimizer step with the config's optimizer; returns the optim wrapper."""
+    model.train()
+    optim_wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if n.startswith('backbone.layers.')}
+    losses = model(inputs, samples, mode='loss')
+    loss, _ = model.parse_losses(losses)
+    assert torch.isfinite(loss)
+    optim_wrapper.backward(loss)
+    grads = [p.grad for n, p in model.named_parameters() if n.startswith('backbone.')]
+    assert grads and all(g is not None for g in grads)
+    assert all(model.get_parameter(n).grad.abs().sum() > 0 for n in before)
+    optim_wrapper.step()
+    assert all(not torch.equal(model.get_parameter(n), before[n]) for n in before if n.endswith('qkv.weight'))
+    return optim_wrapper
+
+
+def _groups_by_name(model: torch.nn.Module, optim_wrapper) -> dict:
+    by_id = {id(p): g for g in optim_wrapper.optimizer.param_groups for p in g['params']}
+    counts: dict[int, int] = {}
+    for g in optim_wrapper.optimizer.param_groups:
+        for p in g['params']:
+            counts[id(p)] = counts.get(id(p), 0) + 1
+    assert all(n == 1 for n in counts.values())  # no parameter in two groups
+    return {name: by_id[id(p)] for name, p in model.named_parameters() if p.requires_grad}
+
+
+def test_tiny_mask_rcnn_loads_the_checkpoint_and_trains(fake_checkpoint):
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.mask import BitmapMasks
+    cfg = _tiny_det_cfg(fake_checkpoint)
+    model = _build_and_load(cfg, fake_checkpoint)
+    sample = DetDataSample(metainfo=dict(img_shape=(64, 64), pad_shape=(64, 64), ori_shape=(64, 64),
+                                         scale_factor=(1., 1.), batch_input_shape=(64, 64)))
+    masks = torch.zeros(1, 64, 64, dtype=torch.uint8)
+    masks[0, 8:40, 8:40] = 1
+    sample.gt_instances = InstanceData(bboxes=torch.tensor([[8., 8., 40., 40.]]), labels=torch.tensor([1]),
+                                       masks=BitmapMasks(masks.numpy(), 64, 64))
+    optim_wrapper = _train_step(model, cfg, torch.randn(1, 3, 64, 64), [sample])
+
+    groups = _groups_by_name(model, optim_wrapper)
+    assert set(groups) == {n for n, p in model.named_parameters() if p.requires_grad}
+    base_lr, base_wd, rate = 1e-4, 0.1, 0.7
+    expected = {  # name: (lr scale, weight decay) with 4 blocks: stem 0.7**5, block N 0.7**(4-N), rest 1
+        'backbone.patch_embed.projection.weight': (rate ** 5, base_wd),
+        'backbone.patch_embed.projection.bias': (rate ** 5, 0.),
+        'backbone.pos_embed': (rate ** 5, 0.),
+        'backbone.cls_token': (rate ** 5, 0.),
+        'backbone.layers.0.attn.qkv.weight': (rate ** 4, base_wd),
+        'backbone.layers.0.attn.qkv.bias': (rate ** 4, 0.),
+        'backbone.layers.0.ln1.weight': (rate ** 4, 0.),
+        'backbone.layers.3.attn.proj.weight': (rate, base_wd),
+        'backbone.layers.3.ln2.bias': (rate, 0.),
+        'backbone.ln1.weight': (1., 0.),
+        'neck.stages.0.0.weight': (1., base_wd),  # the first deconvolution
+        'neck.stages.0.1.weight': (1., 0.),  # its LayerNorm
+        'neck.stages.2.0.conv.weight': (1., base_wd),
+        'rpn_head.rpn_conv.0.conv.weight': (1., base_wd),
+        'roi_head.bbox_head.fc_cls.weight': (1., base_wd),
+        'roi_head.bbox_head.fc_cls.bias': (1., 0.),
+    }
+    for name, (scale, wd) in expected.items():
+        assert groups[name]['lr'] == pytest.approx(base_lr * scale), name
+        assert groups[name]['weight_decay'] == wd, name
+
+    # the declared depth is checked against the model
+    wrong = copy.deepcopy(cfg.optim_wrapper)
+    wrong.paramwise_cfg.num_layers = 12
+    with pytest.raises(ValueError, match='num_layers=12 but the backbone has 4'):
+        build_optim_wrapper(model, wrong)
+
+
+def test_tiny_upernet_loads_the_checkpoint_and_trains(fake_checkpoint):
+    from mmseg.structures import SegDataSample
+    cfg = _tiny_seg_cfg(fake_checkpoint)
+    model = _build_and_load(cfg, fake_checkpoint)
+    samples = []
+    for _ in range(2):
+        sample = SegDataSample(metainfo=dict(img_shape=(64, 64), pad_shape=(64, 64), ori_shape=(64, 64)))
+        sample.gt_sem_seg = PixelData(data=torch.randint(0, 4, (1, 64, 64)))
+        samples.append(sample)
+    optim_wrapper = _train_step(model, cfg, torch.randn(2, 3, 64, 64), samples)
+    groups = _groups_by_name(model, optim_wrapper)
+    rate = 0.65
+    assert groups['backbone.patch_embed.projection.weight']['lr'] == pytest.approx(1e-4 * rate ** 5)
+    assert groups['backbone.layers.1.attn.qkv.weight']['lr'] == pytest.approx(1e-4 * rate ** 3)
+    assert groups['backbone.layers.1.attn.qkv.weight']['weight_decay'] == 0.05
+    assert groups['backbone.pos_embed']['weight_decay'] == 0.
+    assert groups['decode_head.conv_seg.weight']['lr'] == pytest.approx(1e-4)
+    assert groups['decode_head.bottleneck.bn.weight']['weight_decay'] == 0.
+
+
+# ----------------------------------------------------------------------------------------------- SimpleFPN
+
+def test_simple_fpn_gives_strides_4_to_64():
+    from mmincubation.registry import MODELS
+    init_default_scope('mmdet')
+    neck = MODELS.build(dict(type='mmincubation.SimpleFPN', in_channels=32, out_channels=8))
+    neck.init_weights()
+    assert neck.strides == (4, 8, 16, 32, 64)
+    feature = torch.randn(2, 32, 8, 12)  # a ViT/16 map of a 128x192 image, as the last of a tuple
+    outs = neck((torch.randn(2, 32, 8, 12), feature))
+    assert [tuple(o.shape) for o in outs] == [(2, 8, 32, 48), (2, 8, 16, 24), (2, 8, 8, 12), (2, 8, 4, 6),
+                                              (2, 8, 2, 3)]
+    assert all(torch.isfinite(o).all() for o in outs)
+    # in_index picks another map of the tuple
+    neck.in_index = 0
+    torch.testing.assert_close(neck((feature, torch.randn(2, 32, 8, 12)))[2], outs[2])
+    with pytest.raises(ValueError, match="out_type='featmap'"):
+        neck((torch.randn(2, 32),))
+
+
+def test_simple_fpn_resamples_patch_14_maps_onto_the_stride_16_grid():
+    from mmincubation.models.necks import SimpleFPN
+    neck = SimpleFPN(in_channels=16, out_channels=8, num_outs=4, in_stride=14,
+                     norm_cfg=dict(type='GN', num_groups=4))
+    # 1024x704 with 14 px patches: 74x51 tokens (padded); on the stride-16 grid 64x44
+    outs = neck([torch.randn(1, 16, 74, 51)])
+    assert [tuple(o.shape[-2:]) for o in outs] == [(256, 176), (128, 88), (64, 44), (32, 22)]
+    assert neck.strides == (4, 8, 16, 32)
+    with pytest.raises(ValueError, match='not supported'):
+        SimpleFPN(in_channels=16, out_channels=8, scale_factors=(3.0, ), num_outs=1)
+
+
+def test_tiny_vit_h_mask_rcnn_keeps_strides_4_to_64_with_14_px_patches():
+    cfg = _tiny_det_cfg(Path('unused.pth'), DOWNSTREAM / 'mask-rcnn_vit-h-incubated_simplefpn_1x_coco.py')
+    cfg.model.backbone.init_cfg = None
+    model = _registry(cfg).build(cfg.model)
+    assert model.backbone.patch_embed.projection.kernel_size == (14, 14)
+    assert model.backbone.layers[0].attn.qkv.bias is None
+    feats = model.extract_feat(torch.randn(1, 3, 64, 64))  # 5x5 patches (padded to 70 px) -> 4x4 grid
+    assert [tuple(f.shape[-2:]) for f in feats] == [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]
