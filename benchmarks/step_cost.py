@@ -1,0 +1,179 @@
+"""Step cost of module incubation against end-to-end training, measured side by side in one run.
+
+For every phase network of a pipeline config (meta model, the K hybrids, the full model) this times
+MMEngine's ``train_step`` at the same batch on synthetic images, records peak memory, and compares
+each hybrid with the full model: measured time ratio next to the ideal ratio (blocks in the hybrid /
+blocks in the full model). It also times module 1's phase through a real MMEngine ``Runner`` built from
+our phase config, with and without mmincubation's hooks, to show what our runner adds per iteration.
+
+    python benchmarks/step_cost.py configs/incubate_demo_fashion_mnist.py --batch 128
+    python benchmarks/step_cost.py configs/incubate_vit_b.py --batch 64 --device cuda --amp   # on a GPU
+
+Prints a table and writes JSON under ``benchmarks/results/``. Each network runs in its own
+subprocess, so the CPU peak (max RSS) of one does not hide another's.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from mmengine.config import Config
+from mmengine.registry import DATASETS, DefaultScope
+
+import mmincubation  # noqa: F401
+from mmincubation.engine.runner import build_layout, phase_config
+
+RESULTS = Path(__file__).parent / 'results'
+
+
+def synthetic_batch(cfg: Config, batch: int) -> dict:
+    """A batch in the form mmpretrain's data preprocessor expects: uint8 images and labels."""
+    from mmpretrain.structures import DataSample
+    backbone = cfg.model.backbone
+    size = backbone.get('img_size', 224)
+    channels = backbone.get('in_channels', 3)
+    classes = cfg.model.head.num_classes
+    inputs = [torch.randint(0, 256, (channels, size, size), dtype=torch.uint8) for _ in range(batch)]
+    samples = [DataSample().set_gt_label(i % classes) for i in range(batch)]
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def time_train_step(phase_cfg: Config, batch: int, iters: int, warmup: int, device: str) -> dict:
+    """Median seconds per ``train_step`` and peak memory of one phase network."""
+    from mmengine.optim import build_optim_wrapper
+    from mmpretrain.registry import MODELS
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(phase_cfg.model).to(device)
+        model.init_weights()
+        optim_wrapper = build_optim_wrapper(model, phase_cfg.optim_wrapper)
+    data = synthetic_batch(phase_cfg, batch)
+    if device == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for step in range(warmup + iters):
+        start = time.perf_counter()
+        model.train_step(data, optim_wrapper)
+        if device == 'cuda':
+            torch.cuda.synchronize()
+        if step >= warmup:
+            times.append(time.perf_counter() - start)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    peak = (torch.cuda.max_memory_allocated() if device == 'cuda'
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return dict(seconds_per_iter=statistics.median(times), peak_bytes=peak, trainable_params=trainable,
+                blocks=phase_cfg.model.backbone.arch['num_layers'])
+
+
+@DATASETS.register_module(force=True)
+class SyntheticImages(torch.utils.data.Dataset):
+    """``length`` copies of one random image, so data loading costs next to nothing."""
+
+    def __init__(self, length: int, size: int, channels: int) -> None:
+        from mmpretrain.structures import DataSample
+        self.length = length
+        self.image = torch.randint(0, 256, (channels, size, size), dtype=torch.uint8)
+        self.sample = DataSample().set_gt_label(0)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict:
+        return dict(inputs=self.image, data_samples=self.sample)
+
+
+def time_runner(phase_cfg: Config, batch: int, iters: int, with_our_hooks: bool) -> float:
+    """Seconds per iteration of a real MMEngine Runner on the phase config (synthetic data)."""
+    from mmengine.runner import Runner
+
+    backbone = phase_cfg.model.backbone
+    cfg = phase_cfg.copy()
+    dataset = dict(type='SyntheticImages', length=batch * iters, size=backbone.get('img_size', 224),
+                   channels=backbone.get('in_channels', 3))
+    cfg.train_dataloader = dict(dataset=dataset, batch_size=batch, num_workers=0,
+                                sampler=dict(type='DefaultSampler', shuffle=False),
+                                collate_fn=dict(type='default_collate'))
+    cfg.train_cfg = dict(by_epoch=False, max_iters=iters)
+    cfg.param_scheduler = None
+    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+    cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
+    cfg.default_hooks = dict(checkpoint=None, logger=dict(type='LoggerHook', interval=iters))
+    cfg.load_from, cfg.resume = None, False
+    if not with_our_hooks:
+        cfg.custom_hooks = [h for h in cfg.custom_hooks if not str(h['type']).startswith('mmincubation.')]
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    # The runner's own per-iteration timer; the first iterations are dominated by start-up.
+    return float(runner.message_hub.get_scalar('train/time').mean(iters // 2))
+
+
+def measure(args: argparse.Namespace, phase: str, module: int | None) -> dict:
+    cfg = Config.fromfile(args.config)
+    cfg.work_dir = str(RESULTS / 'work_dir')
+    phase_cfg = phase_config(cfg, phase, module)
+    if args.amp:  # MMEngine's AmpOptimWrapper needs a GPU
+        phase_cfg.optim_wrapper.update(type='AmpOptimWrapper', dtype='bfloat16')
+    result = time_train_step(phase_cfg, args.batch, args.iters, args.warmup, args.device)
+    if args.runner and phase == 'incubate' and module == 1:
+        result['runner_seconds_per_iter'] = time_runner(phase_cfg, args.batch, args.iters, with_our_hooks=True)
+        result['runner_without_our_hooks_seconds_per_iter'] = time_runner(
+            phase_cfg, args.batch, args.iters, with_our_hooks=False)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config', nargs='?', default='configs/incubate_demo_fashion_mnist.py')
+    parser.add_argument('--batch', type=int, default=128)
+    parser.add_argument('--iters', type=int, default=20)
+    parser.add_argument('--warmup', type=int, default=5)
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--amp', action='store_true', help='bf16 autocast (AmpOptimWrapper)')
+    parser.add_argument('--runner', action='store_true', help='also time module 1 through MMEngine Runners')
+    parser.add_argument('--one', nargs=2, help=argparse.SUPPRESS)  # child process: PHASE MODULE
+    args = parser.parse_args(argv)
+    if args.one:
+        phase, module = args.one
+        print(json.dumps(measure(args, phase, None if module == '-' else int(module))))
+        return
+
+    layout = build_layout(Config.fromfile(args.config))
+    jobs = [('meta', None)] + [('incubate', k) for k in range(layout.num_modules)] + [('e2e', None)]
+    rows = {}
+    for phase, module in jobs:  # each in a fresh process: independent peak memory
+        child = [sys.executable, __file__, args.config, '--one', phase, '-' if module is None else str(module),
+                 '--batch', str(args.batch), '--iters', str(args.iters), '--warmup', str(args.warmup),
+                 '--device', args.device] + (['--amp'] if args.amp else []) + (['--runner'] if args.runner else [])
+        out = subprocess.run(child, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        rows[phase if module is None else f'incubate_module_{module}'] = json.loads(out)
+
+    full = rows['e2e']
+    print(f'{Path(args.config).stem}: batch {args.batch}, {args.device}, {platform.processor() or platform.machine()}, '
+          f'{torch.get_num_threads()} threads, median of {args.iters} steps')
+    print(f'{"network":<20}{"blocks":>7}{"s/iter":>9}{"vs full":>9}{"ideal":>7}{"peak MiB":>10}{"trainable":>12}')
+    for name, row in rows.items():
+        row['time_ratio'] = row['seconds_per_iter'] / full['seconds_per_iter']
+        row['ideal_ratio'] = row['blocks'] / full['blocks']
+        print(f'{name:<20}{row["blocks"]:>7}{row["seconds_per_iter"]:>9.4f}{row["time_ratio"]:>9.2f}'
+              f'{row["ideal_ratio"]:>7.2f}{row["peak_bytes"] / 2**20:>10.0f}{row["trainable_params"]:>12,}')
+    runner_row = rows.get('incubate_module_1', {})
+    if 'runner_seconds_per_iter' in runner_row:
+        ours, plain = runner_row['runner_seconds_per_iter'], runner_row['runner_without_our_hooks_seconds_per_iter']
+        print(f'module 1 through MMEngine Runner: {ours:.4f} s/iter with our hooks, {plain:.4f} without '
+              f'({(ours / plain - 1) * 100:+.1f} %); bare train_step {runner_row["seconds_per_iter"]:.4f}')
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f'step_cost_{Path(args.config).stem}_{args.device}.json'
+    out.write_text(json.dumps(dict(config=args.config, batch=args.batch, device=args.device,
+                                   date=time.strftime('%Y-%m-%d'), rows=rows), indent=1))
+    print(f'wrote {out}')
+
+
+if __name__ == '__main__':
+    main()
