@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny ViT classifiers in mmpretrain's naming."""
+"""Shared fixtures and helpers: tiny ViT classifiers in mmpretrain's naming, a one-box mmdet sample."""
 from __future__ import annotations
 
 import pytest
@@ -19,6 +19,20 @@ def tiny_classifier_cfg(num_layers: int, **extra) -> dict:
                          init_cfg=dict(type='TruncNormal', layer='Linear', std=.02)))
     cfg.update(extra)
     return cfg
+
+
+def det_sample_64():
+    """An mmdet ``DetDataSample`` of a 64x64 image with one box (label 1) and its mask, for a training step."""
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData
+    sample = DetDataSample(metainfo=dict(img_shape=(64, 64), pad_shape=(64, 64), ori_shape=(64, 64),
+                                         scale_factor=(1., 1.), batch_input_shape=(64, 64)))
+    masks = torch.zeros(1, 64, 64, dtype=torch.uint8)
+    masks[0, 8:40, 8:40] = 1
+    sample.gt_instances = InstanceData(bboxes=torch.tensor([[8., 8., 40., 40.]]), labels=torch.tensor([1]),
+                                       masks=BitmapMasks(masks.numpy(), 64, 64))
+    return sample
 
 
 @pytest.fixture(autouse=True)

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import det_sample_64
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
-from mmengine.structures import InstanceData, PixelData
+from mmengine.structures import PixelData
 
 import mmincubation  # noqa: F401
 
@@ -239,16 +240,9 @@ def _groups_by_name(model: torch.nn.Module, optim_wrapper) -> dict:
 
 
 def test_tiny_mask_rcnn_loads_the_checkpoint_and_trains(fake_checkpoint):
-    from mmdet.structures import DetDataSample
-    from mmdet.structures.mask import BitmapMasks
     cfg = _tiny_det_cfg(fake_checkpoint)
     model = _build_and_load(cfg, fake_checkpoint)
-    sample = DetDataSample(metainfo=dict(img_shape=(64, 64), pad_shape=(64, 64), ori_shape=(64, 64),
-                                         scale_factor=(1., 1.), batch_input_shape=(64, 64)))
-    masks = torch.zeros(1, 64, 64, dtype=torch.uint8)
-    masks[0, 8:40, 8:40] = 1
-    sample.gt_instances = InstanceData(bboxes=torch.tensor([[8., 8., 40., 40.]]), labels=torch.tensor([1]),
-                                       masks=BitmapMasks(masks.numpy(), 64, 64))
+    sample = det_sample_64()
     optim_wrapper = _train_step(model, cfg, torch.randn(1, 3, 64, 64), [sample])
 
     groups = _groups_by_name(model, optim_wrapper)

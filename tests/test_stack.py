@@ -3,6 +3,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import det_sample_64
 from mmengine.hub import get_config
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
@@ -58,9 +59,6 @@ def test_mmpretrain_vit_classifier_from_config_trains():
 
 def test_mmdet_mask_rcnn_with_mmpretrain_vit_backbone_trains():
     from mmdet.registry import MODELS
-    from mmdet.structures import DetDataSample
-    from mmdet.structures.mask import BitmapMasks
-    from mmengine.structures import InstanceData
     cfg = get_config('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py')
     cfg.model.backbone = _tiny_vit(img_size=64, out_type='featmap')
     cfg.model.neck = dict(type='FPN', in_channels=[32], out_channels=32, num_outs=2)
@@ -73,12 +71,7 @@ def test_mmdet_mask_rcnn_with_mmpretrain_vit_backbone_trains():
     init_default_scope('mmdet')
     model = MODELS.build(cfg.model)
     model.init_weights()
-    sample = DetDataSample(metainfo=dict(img_shape=(64, 64), pad_shape=(64, 64), ori_shape=(64, 64),
-                                         scale_factor=(1., 1.), batch_input_shape=(64, 64)))
-    masks = torch.zeros(1, 64, 64, dtype=torch.uint8)
-    masks[0, 8:40, 8:40] = 1
-    sample.gt_instances = InstanceData(bboxes=torch.tensor([[8., 8., 40., 40.]]), labels=torch.tensor([1]),
-                                       masks=BitmapMasks(masks.numpy(), 64, 64))
+    sample = det_sample_64()
     losses = model(torch.randn(1, 3, 64, 64), [sample], mode='loss')
     assert {'loss_rpn_cls', 'loss_cls', 'loss_bbox', 'loss_mask'} <= set(losses)
     summed = {k: sum(v) if isinstance(v, list) else v for k, v in losses.items()}

@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
 import mmincubation  # noqa: F401
 from mmincubation.assemble import assemble
 from mmincubation.engine.runner import build_layout, phase_config
+from mmincubation.engine.runner.cli import load_config
 from mmincubation.engine.runner.incubation_runner import full_model_shapes
 from mmincubation.engine.runner.phase_config import phase_work_dir, product_name
 
@@ -32,10 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    cfg.work_dir = args.work_dir or osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_config(args)
     modules = args.modules or [
         str(phase_work_dir(cfg.work_dir, 'incubate', k) / product_name('incubate', k))
         for k in range(build_layout(cfg).num_modules)]

@@ -6,29 +6,13 @@
 #
 # Multi-node: run on every node with NNODES, NODE_RANK (0 on the master), MASTER_ADDR and PORT set,
 #   NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 PORT=29500 tools/dist_train.sh CONFIG 8
-# PYTHON selects the interpreter (default: `python` on PATH).
+# PYTHON selects the interpreter (default: `python` on PATH). The launch itself: tools/dist_launch.sh.
 set -euo pipefail
 
 if [ $# -lt 2 ]; then
     echo "usage: $0 CONFIG GPUS [tools/train.py args]" >&2
     exit 2
 fi
-CONFIG=$1
-GPUS=$2
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-PORT=${PORT:-29500}
-MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
-PYTHON=${PYTHON:-python}
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-
-PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" \
-exec "$PYTHON" -m torch.distributed.run \
-    --nnodes="$NNODES" \
-    --node_rank="$NODE_RANK" \
-    --master_addr="$MASTER_ADDR" \
-    --nproc_per_node="$GPUS" \
-    --master_port="$PORT" \
-    "$ROOT/tools/train.py" \
-    "$CONFIG" \
-    --launcher pytorch "${@:3}"
+# shellcheck source=tools/dist_launch.sh
+source "$(dirname "${BASH_SOURCE[0]}")/dist_launch.sh"
+dist_launch train.py "$2" "$1" --launcher pytorch "${@:3}"

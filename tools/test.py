@@ -6,14 +6,14 @@ checkpoint); any plain mmpretrain / mmdet / mmseg config works as with their own
 from __future__ import annotations
 
 import argparse
-import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 import mmincubation  # noqa: F401
 from mmincubation.compat import init_cpu_distributed
 from mmincubation.engine.runner import phase_config
+from mmincubation.engine.runner.cli import load_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,15 +31,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    name = osp.splitext(osp.basename(args.config))[0]
-    cfg.work_dir = args.work_dir or osp.join('./work_dirs', name, 'test')
+    cfg = load_config(args, 'test')
     if 'incubation' in cfg:
+        work_dir = cfg.work_dir
         cfg = phase_config(cfg, args.phase)
         cfg.custom_hooks = [h for h in cfg.custom_hooks if not str(h['type']).startswith('mmincubation.')]
-        cfg.work_dir = args.work_dir or osp.join('./work_dirs', name, 'test')
+        cfg.work_dir = work_dir
     cfg.launcher = args.launcher
     cfg.load_from, cfg.resume = args.checkpoint, False
     init_cpu_distributed(cfg)

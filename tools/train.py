@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import os.path as osp
 
 from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
@@ -18,6 +17,7 @@ from mmengine.runner import Runner
 import mmincubation  # noqa: F401  (compatibility fixes and registries)
 from mmincubation.compat import init_cpu_distributed
 from mmincubation.engine.runner import PHASES
+from mmincubation.engine.runner.cli import merge_config_args
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,11 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     """Apply the command line to the config, as mmpretrain's tools/train.py does."""
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    merge_config_args(cfg, args, keep_work_dir=True)
     cfg.launcher = args.launcher
-    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
-        './work_dirs', osp.splitext(osp.basename(args.config))[0])
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')

@@ -4,43 +4,23 @@
 # Stock mmdet trains it; the backbone is mmpretrain's VisionTransformer and the only mmincubation
 # code used is the neck, its LN2d and the LR-decay constructor (imported by `custom_imports`).
 #
-# The checkpoint: the fine-tuned (or assembled) ImageClassifier of configs/incubate_vit_b.py; only
-# its `backbone.*` weights are loaded (pos_embed resized from 224/16 to 1024/16 by mmpretrain's ViT).
-# Point at another one with the environment variable INCUBATED_CHECKPOINT (read when the config is
-# loaded; `--cfg-options checkpoint=...` would NOT reach the nested init_cfg):
-#   INCUBATED_CHECKPOINT=path/to/vit-b.pth python tools/train.py configs/downstream/<this file>
-# (equivalently: --cfg-options model.backbone.init_cfg.checkpoint=path/to/vit-b.pth).
+# The backbone and its checkpoint (environment variable INCUBATED_CHECKPOINT, default the fine-tuned
+# model of configs/incubate_vit_b.py): _base_/vit-b_incubated_backbone.py, here at 1024x1024.
 # Schedule: 12 epochs, 8 GPUs x 2 images, lr 1e-4 (auto_scale_lr base_batch_size=16).
 # Not ViTDet: global attention in every block (mmpretrain's ViT has no window attention / rel-pos).
-_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
+_base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', './_base_/vit-b_incubated_backbone.py']
 
 custom_imports = dict(
     imports=['mmpretrain.models', 'mmincubation.models.necks', 'mmincubation.engine.layer_decay'],
     allow_failed_imports=False)
 
-checkpoint = '{{$INCUBATED_CHECKPOINT:work_dirs/incubate_vit_b/finetune/finetuned.pth}}'
 image_size = (1024, 1024)
 norm_cfg = dict(type='mmincubation.LN2d', eps=1e-6, requires_grad=True)
 
 model = dict(
     data_preprocessor=dict(
         pad_size_divisor=32, batch_augments=[dict(type='BatchFixedSizePad', size=image_size, pad_mask=True)]),
-    backbone=dict(
-        _delete_=True,
-        type='mmpretrain.VisionTransformer',
-        arch='base',
-        img_size=image_size,
-        patch_size=16,
-        qkv_bias=True,
-        norm_cfg=dict(type='LN', eps=1e-6),
-        drop_rate=0.,
-        drop_path_rate=0.1,
-        out_type='featmap',
-        out_indices=-1,
-        with_cls_token=True,  # the checkpoint has one; featmap outputs drop it
-        final_norm=True,
-        interpolate_mode='bicubic',
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint, prefix='backbone.')),
+    backbone=dict(_base_.vit_b_backbone, _delete_=True, img_size=image_size, out_indices=-1),
     neck=dict(
         _delete_=True,
         type='mmincubation.SimpleFPN',

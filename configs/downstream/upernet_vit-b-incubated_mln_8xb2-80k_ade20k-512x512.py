@@ -1,11 +1,8 @@
 # As upernet_vit-b-incubated_mln_8xb2-160k_ade20k-512x512.py (see there for the checkpoint:
-# INCUBATED_CHECKPOINT) on the 80k-iteration schedule (the paper's), with the same warm-up and poly decay.
-_base_ = './upernet_vit-b-incubated_mln_8xb2-160k_ade20k-512x512.py'
+# INCUBATED_CHECKPOINT) on the 80k-iteration schedule (the paper's), with the same warm-up and poly decay:
+# the schedule of _base_/schedule_ade20k_80k.py.
+_base_ = ['./upernet_vit-b-incubated_mln_8xb2-160k_ade20k-512x512.py', './_base_/schedule_ade20k_80k.py']
 
-max_iters = 80000
-train_cfg = dict(max_iters=max_iters, val_interval=8000)
-default_hooks = dict(checkpoint=dict(interval=8000))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
-    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=max_iters, by_epoch=False),
-]
+train_cfg = _base_.schedule_80k.train_cfg
+default_hooks = _base_.schedule_80k.default_hooks
+param_scheduler = _base_.schedule_80k.param_scheduler

@@ -1,10 +1,6 @@
 # As upernet_vit-h-incubated_mln_8xb2-160k_ade20k-512x512.py (checkpoint: INCUBATED_CHECKPOINT), 80k iterations.
-_base_ = './upernet_vit-h-incubated_mln_8xb2-160k_ade20k-512x512.py'
+_base_ = ['./upernet_vit-h-incubated_mln_8xb2-160k_ade20k-512x512.py', './_base_/schedule_ade20k_80k.py']
 
-max_iters = 80000
-train_cfg = dict(max_iters=max_iters, val_interval=8000)
-default_hooks = dict(checkpoint=dict(interval=8000))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
-    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=max_iters, by_epoch=False),
-]
+train_cfg = _base_.schedule_80k.train_cfg
+default_hooks = _base_.schedule_80k.default_hooks
+param_scheduler = _base_.schedule_80k.param_scheduler

@@ -1,0 +1,30 @@
+"""What the command-line tools (tools/train.py, test.py, assemble.py) share in reading a config."""
+from __future__ import annotations
+
+import argparse
+import os.path as osp
+
+from mmengine.config import Config
+
+
+def default_work_dir(config: str, *subdirs: str) -> str:
+    """``./work_dirs/<config file name>[/subdirs]``: where the tools write unless told otherwise."""
+    return osp.join('./work_dirs', osp.splitext(osp.basename(config))[0], *subdirs)
+
+
+def merge_config_args(cfg: Config, args: argparse.Namespace, *subdirs: str, keep_work_dir: bool = False) -> Config:
+    """Apply ``--cfg-options`` and ``--work-dir`` of ``args`` to ``cfg`` (in place; returned).
+
+    The work dir is ``--work-dir``, else (with ``keep_work_dir``) the config's own ``work_dir``, else
+    :func:`default_work_dir` of ``args.config`` and ``subdirs``.
+    """
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    work_dir = args.work_dir or (cfg.get('work_dir') if keep_work_dir else None)
+    cfg.work_dir = work_dir or default_work_dir(args.config, *subdirs)
+    return cfg
+
+
+def load_config(args: argparse.Namespace, *subdirs: str, keep_work_dir: bool = False) -> Config:
+    """``args.config`` read and :func:`merge_config_args` applied."""
+    return merge_config_args(Config.fromfile(args.config), args, *subdirs, keep_work_dir=keep_work_dir)
