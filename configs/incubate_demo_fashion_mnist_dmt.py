@@ -7,8 +7,14 @@
 #   python tools/train.py configs/incubate_demo_fashion_mnist_dmt.py --phase incubate --module 2
 _base_ = './incubate_demo_fashion_mnist.py'
 
+# A module's quarter of the data is 24 iterations per epoch: warm up over 10 of them, not 50.
+dmt_warmup_iters = 10
+
 incubation = dict(
     incubate=dict(
+        param_scheduler=[
+            dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=dmt_warmup_iters),
+            dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=dmt_warmup_iters)],
         train_dataloader=dict(
             dataset=dict(
                 _delete_=True,
