@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export VENV
 
-.PHONY: install demo test lint
+.PHONY: install demo demo-downstream test lint
 
 install:
 	bash tools/install.sh
@@ -15,6 +15,10 @@ DEMO_WORK_DIR := work_dirs/incubate_demo_fashion_mnist
 demo: install
 	$(PY) tools/train.py $(DEMO_CONFIG) --phase all --work-dir $(DEMO_WORK_DIR)
 	$(PY) tools/analysis_tools/summarize_incubation.py $(DEMO_WORK_DIR)
+
+# Needs `make demo` first: its fine-tuned (incubated) and E2E checkpoints become the backbones.
+demo-downstream: install
+	$(PY) tools/downstream_demo.py
 
 lint: install
 	$(PY) -m ruff check .

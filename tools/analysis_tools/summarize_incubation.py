@@ -7,23 +7,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mmincubation.engine.runner.incubation_runner import format_summary, load_records
+from mmincubation.engine.runner.incubation_runner import format_summary, method_results
 from mmincubation.visualization import plot_accuracy_vs_cost
 
 
 def compare(work_dir: Path) -> list[str]:
     """One line per method: final test top-1, total training cost and wall time."""
-    records = load_records(work_dir)
-    incubation = [r for r in records if r['phase'] != 'e2e']
+    names = {'incubation': 'Deep Incubation', 'e2e': 'end-to-end'}
     lines = []
-    for name, phases in (('Deep Incubation', incubation), ('end-to-end', [r for r in records if r['phase'] == 'e2e'])):
-        final = [r for r in phases if r['phase'] in ('finetune', 'e2e')]
-        if not final:
-            continue
-        top1 = (final[0].get('test_metrics') or {}).get('accuracy/top1')
-        lines.append(f'{name:<16} test top-1 {top1 if top1 is None else round(top1, 2)}  '
-                     f'cost {sum(r["cost"] - r["cost_offset"] for r in phases) / 1e6:.1f} M block-images  '
-                     f'wall {sum(r["wall_seconds"] for r in phases):.0f} s')
+    for method, result in method_results(work_dir).items():
+        top1 = result['top1']
+        lines.append(f'{names[method]:<16} test top-1 {top1 if top1 is None else round(top1, 2)}  '
+                     f'cost {result["cost"] / 1e6:.1f} M block-images  wall {result["wall_seconds"]:.0f} s')
     return lines
 
 

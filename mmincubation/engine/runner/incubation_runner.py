@@ -128,6 +128,25 @@ def load_records(work_dir: str | Path) -> list[dict]:
     return sorted(records, key=lambda r: (order.get(r['phase'].split('_')[0], 99), r['phase']))
 
 
+def method_results(work_dir: str | Path) -> dict[str, dict]:
+    """Per method ('incubation', 'e2e') of a pipeline work dir: final test top-1, total cost, wall time.
+
+    Incubation's cost sums every phase it paid for (meta, modules, fine-tune); a method whose final
+    phase (fine-tune / E2E) has no record yet is left out.
+    """
+    records = load_records(work_dir)
+    methods = {'incubation': ([r for r in records if r['phase'] != 'e2e'], 'finetune'),
+               'e2e': ([r for r in records if r['phase'] == 'e2e'], 'e2e')}
+    results = {}
+    for name, (phases, final_phase) in methods.items():
+        final = [r for r in phases if r['phase'] == final_phase]
+        if final:
+            results[name] = dict(top1=(final[0].get('test_metrics') or {}).get('accuracy/top1'),
+                                 cost=sum(r['cost'] - r['cost_offset'] for r in phases),
+                                 wall_seconds=sum(r['wall_seconds'] for r in phases))
+    return results
+
+
 def format_summary(work_dir: str | Path) -> list[str]:
     """A table of every recorded phase: blocks, iterations, wall time, s/iter, cost, last top-1."""
     lines = [f'{"phase":<18}{"blocks":>7}{"iters":>8}{"wall s":>9}{"s/iter":>9}{"cost (M blk-img)":>17}'

@@ -24,12 +24,16 @@ from ...registry import MODELS
 
 @MODELS.register_module('LN2d')
 class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of an ``(N, C, H, W)`` tensor (ConvNeXt / ViTDet style)."""
+    """LayerNorm over the channels of an ``(N, C, H, W)`` tensor (ConvNeXt / ViTDet style).
+
+    The output is made contiguous: mmcv's RoIAlign kernels (CPU and CUDA) index their input as
+    contiguous NCHW memory without checking, and read permuted maps as scrambled features.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.permute(0, 2, 3, 1)
         x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-        return x.permute(0, 3, 1, 2)
+        return x.permute(0, 3, 1, 2).contiguous()
 
 
 def _norm_cfg(norm_cfg: dict | None) -> dict | None:
