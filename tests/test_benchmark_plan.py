@@ -1,0 +1,89 @@
+"""The accuracy-at-equal-cost benchmark's bookkeeping: equal budgets, the run plan, what each run trains.
+
+The benchmark itself (benchmarks/accuracy_at_equal_cost.py) is not a test; these check that the budgets it
+compares are really equal and that its command-line overrides reach the phase configs.
+"""
+import argparse
+from pathlib import Path
+
+import pytest
+from mmengine.config import Config, DictAction
+
+from benchmarks.accuracy_at_equal_cost import CONFIG, Run, Schedule, cfg_options, plan
+from mmincubation.engine.runner import build_layout, phase_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _block_epochs(schedule: Schedule, depths: list[int]) -> tuple[int, int]:
+    """(incubation, E2E) cost in block-epochs, counted phase by phase as the pipeline trains them."""
+    k = len(depths)
+    incubation = k * schedule.meta + sum((k - 1 + d) * schedule.incubate for d in depths)
+    return incubation + sum(depths) * schedule.finetune, sum(depths) * schedule.e2e
+
+
+@pytest.mark.parametrize('depths', [[4, 4, 4, 4], [2, 2, 2, 2], [3, 5, 3, 5], [6, 6]])
+@pytest.mark.parametrize('epochs', [(6, 3, 3), (1, 1, 1), (4, 2, 0), (9, 4, 4)])
+def test_e2e_gets_the_smallest_whole_epochs_costing_at_least_the_incubation(depths, epochs):
+    schedule = Schedule.equal_cost(*epochs, depths)
+    incubation, e2e = _block_epochs(schedule, depths)
+    assert e2e >= incubation > e2e - sum(depths)
+
+
+def test_the_demo_configs_e2e_epochs_agree_with_the_benchmarks_rule():
+    cfg = Config.fromfile(str(ROOT / 'configs' / 'incubate_demo_fashion_mnist.py'))
+    schedule = Schedule.equal_cost(cfg.meta_epochs, cfg.incubate_epochs, cfg.finetune_epochs,
+                                   list(build_layout(cfg).depths))
+    assert schedule.e2e == cfg.e2e_epochs == cfg.incubation.e2e.train_cfg.max_epochs
+
+
+def test_budgets_scale_every_incubation_phase_and_keep_at_least_one_epoch():
+    base = Schedule.equal_cost(6, 3, 3, [4] * 4)
+    assert base == Schedule(6, 3, 3, 10)
+    assert base.scaled(0.5, [4] * 4) == Schedule.equal_cost(3, 2, 2, [4] * 4)  # round(1.5) == 2
+    assert base.scaled(0.1, [4] * 4) == Schedule.equal_cost(1, 1, 1, [4] * 4)
+
+
+def test_the_plan_runs_each_pipeline_once():
+    runs = plan([0, 1, 2], [1.0, 0.25, 0.1], [0.5, 1.0, 1.5], dmt=True)
+    keys = [(r.seed, r.fraction, r.budget, r.dmt) for r in runs]
+    assert len(keys) == len(set(keys)) == 3 * 3 + 3 + 2
+    assert {r.budget for r in runs if r.experiment == 'curve'} == {0.5, 1.5}  # budget 1 comes from equal-cost
+    assert all(r.fraction == 1.0 and r.budget == 1.0 for r in runs if r.dmt)
+    names = {r.name(Schedule.equal_cost(6, 3, 3, [4] * 4)) for r in runs if r.budget == 1.0}
+    assert len(names) == 3 * 3 + 3
+
+
+def _with_options(config: Path, options: list[str]) -> Config:
+    """The config as tools/train.py sees it with these ``--cfg-options``."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    cfg = Config.fromfile(str(config))
+    cfg.merge_from_dict(parser.parse_args(['--cfg-options', *options]).cfg_options)
+    cfg.work_dir = 'unused'
+    return cfg
+
+
+def test_a_runs_overrides_reach_every_phase():
+    schedule = Schedule(5, 2, 1, 7)
+    cfg = _with_options(CONFIG, cfg_options(Run('equal-cost', 2, 0.25, 1.0), schedule, train_images=15000))
+    assert cfg.randomness.seed == 2
+    epochs = {phase: phase_config(cfg, phase, module=0 if phase == 'incubate' else None).train_cfg.max_epochs
+              for phase in ('meta', 'incubate', 'finetune', 'e2e')}
+    assert epochs == dict(meta=5, incubate=2, finetune=1, e2e=7)
+    for phase in ('meta', 'incubate', 'finetune', 'e2e'):
+        cfg_phase = phase_config(cfg, phase, module=1 if phase == 'incubate' else None)
+        assert cfg_phase.train_dataloader.dataset.indices == 3750
+        assert cfg_phase.model.backbone.arch['embed_dims'] == 32
+
+
+def test_a_dmt_run_splits_only_module_incubation_with_its_seed():
+    dmt_config = CONFIG.with_name(CONFIG.stem + '_dmt.py')
+    cfg = _with_options(dmt_config, cfg_options(Run('dmt', 1, 1.0, 1.0, dmt=True), Schedule(5, 2, 1, 7), 15000))
+    for module in range(4):
+        dataset = phase_config(cfg, 'incubate', module=module).train_dataloader.dataset
+        assert dataset.type == 'mmincubation.ClassBalancedSplitDataset'
+        assert (dataset.split, dataset.num_splits, dataset.seed) == (module, 4, 1)
+        assert dataset.dataset.indices == 15000
+    for phase in ('meta', 'finetune'):
+        assert phase_config(cfg, phase).train_dataloader.dataset.type == 'mmincubation.CompressedFashionMNIST'
