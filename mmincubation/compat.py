@@ -44,20 +44,37 @@ def allow_mmengine_checkpoints() -> None:
 allow_mmengine_checkpoints()
 
 
-def init_cpu_distributed(cfg) -> None:
-    """Make ``--launcher pytorch`` work on machines without CUDA (gloo, CPU DDP).
+def _slurm_rendezvous_env() -> None:
+    """RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/PORT from SLURM's variables, as MMEngine's slurm launcher sets them."""
+    import os
+    import subprocess
 
-    MMEngine 0.10.7's pytorch launcher calls ``torch.cuda.set_device`` unconditionally and its DDP
-    wrapper defaults to ``device_ids=[LOCAL_RANK]``; both fail on CPU. Starting the gloo process group
-    here makes the runner skip its own set-up (``Runner.setup_env`` only initialises an uninitialised
-    group), and ``device_ids=None`` is what CPU DDP needs. GPU machines are left untouched.
+    nodes = subprocess.run(['scontrol', 'show', 'hostnames', os.environ['SLURM_NODELIST']], capture_output=True,
+                           text=True, check=True).stdout.split()
+    os.environ.setdefault('MASTER_ADDR', nodes[0])
+    os.environ.setdefault('MASTER_PORT', '29500')
+    os.environ.update(RANK=os.environ['SLURM_PROCID'], WORLD_SIZE=os.environ['SLURM_NTASKS'],
+                      LOCAL_RANK=os.environ.get('SLURM_LOCALID', '0'))
+
+
+def init_cpu_distributed(cfg) -> None:
+    """Make ``--launcher pytorch`` and ``--launcher slurm`` work on machines without CUDA (gloo, CPU DDP).
+
+    MMEngine 0.10.7's pytorch and slurm launchers call ``torch.cuda.set_device`` unconditionally and
+    its DDP wrapper defaults to ``device_ids=[LOCAL_RANK]``; both fail on CPU. Starting the gloo process
+    group here (for slurm, with the rendezvous variables MMEngine would derive from SLURM's) makes the
+    runner skip its own set-up (``Runner.setup_env`` only initialises an uninitialised group), and
+    ``device_ids=None`` is what CPU DDP needs. GPU machines are left untouched.
     """
     import os
 
     import torch.distributed as torch_dist
 
-    if cfg.get('launcher', 'none') != 'pytorch' or torch.cuda.is_available():
+    launcher = cfg.get('launcher', 'none')
+    if launcher not in ('pytorch', 'slurm') or torch.cuda.is_available():
         return
+    if launcher == 'slurm' and 'SLURM_PROCID' in os.environ:
+        _slurm_rendezvous_env()
     if not torch_dist.is_initialized() and 'RANK' in os.environ:
         torch_dist.init_process_group(backend='gloo')
     wrapper = cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel', broadcast_buffers=False)

@@ -169,3 +169,34 @@ def test_dist_test_evaluates_the_e2e_model_on_two_ranks(ddp_run):
     assert result.returncode == 0, f'torchrun failed ({result.returncode}):\n{output[-6000:]}'
     assert 'Distributed training: True' in output and f'GPU number: {WORLD}' in output
     assert re.search(r'Epoch\(test\) \[\d+/\d+\]\s+accuracy/top1: \d+\.\d+', output), output[-3000:]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU launcher fix leaves CUDA machines to MMEngine')
+def test_slurm_launcher_on_cpu_takes_its_rendezvous_from_slurms_variables(tmp_path, monkeypatch):
+    """``--launcher slurm`` without CUDA: gloo group from SLURM_* (MMEngine's launcher would call set_device)."""
+    import torch.distributed as torch_dist
+
+    from mmincubation.compat import init_cpu_distributed
+    scontrol = tmp_path / 'scontrol'  # `scontrol show hostnames node[07-08]` -> one host per line
+    scontrol.write_text('#!/bin/sh\nprintf "localhost\\nnode08\\n"\n')
+    scontrol.chmod(0o755)
+    monkeypatch.setenv('PATH', f'{tmp_path}:{os.environ["PATH"]}')
+    with socket.socket() as free:
+        free.bind(('localhost', 0))
+        port = free.getsockname()[1]
+    for name in ('MASTER_ADDR', 'RANK', 'WORLD_SIZE', 'LOCAL_RANK'):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv('MASTER_PORT', str(port))
+    monkeypatch.setenv('SLURM_NODELIST', 'node[07-08]')
+    for name, value in dict(SLURM_PROCID='0', SLURM_NTASKS='1', SLURM_LOCALID='0').items():
+        monkeypatch.setenv(name, value)
+    cfg = Config(dict(launcher='slurm'))
+    try:
+        init_cpu_distributed(cfg)
+        assert torch_dist.is_initialized() and torch_dist.get_backend() == 'gloo'
+        assert (torch_dist.get_rank(), torch_dist.get_world_size()) == (0, 1)
+        assert (os.environ['MASTER_ADDR'], os.environ['LOCAL_RANK']) == ('localhost', '0')
+        assert cfg.model_wrapper_cfg.device_ids is None
+    finally:
+        if torch_dist.is_initialized():
+            torch_dist.destroy_process_group()

@@ -157,6 +157,19 @@ def test_slurm_incubate_submits_meta_then_a_module_array_then_finetune(fake, tmp
     for index in range(3):
         script = (log / f'sbatch.{index}.script').read_text()
         assert script.startswith('#!/usr/bin/env bash\nset -euo pipefail\n')
+    # Array tasks sharing a node rendezvous on ports derived from their own job ids (a user's MASTER_PORT wins).
+    ports = {job_id: job_port(log, env, SLURM_JOB_ID=job_id) for job_id in ('1001', '1002', '21001')}
+    assert ports == {'1001': '21001', '1002': '21002', '21001': '21001'}
+    assert job_port(log, env, SLURM_JOB_ID='1001', MASTER_PORT='12345') == '12345'
+
+
+def job_port(log: Path, env: dict, **slurm_env: str) -> str:
+    """MASTER_PORT that the module array's job script exports, given SLURM's variables."""
+    script = (log / 'sbatch.1.script').read_text().replace('srun ', 'echo "$MASTER_PORT" #', 1)
+    result = subprocess.run(['bash', '-c', script], env={**env, **slurm_env}, capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
 
 
 def test_slurm_incubate_reads_k_through_cfg_options_and_adds_e2e(fake):

@@ -82,6 +82,9 @@ job_script() {
     printf '#!/usr/bin/env bash\nset -euo pipefail\n'
     # shellcheck disable=SC2016
     printf 'export PYTHONPATH=%q${PYTHONPATH:+:$PYTHONPATH}\n' "$ROOT"
+    # Jobs sharing a node (array tasks) need distinct rendezvous ports: derive one from the job id.
+    # shellcheck disable=SC2016
+    printf 'export MASTER_PORT=${MASTER_PORT:-$((20000 + ${SLURM_JOB_ID:-0} %% 20000))}\n'
     printf 'srun --kill-on-bad-exit=1'
     [ -n "$SRUN_ARGS" ] && printf ' %s' "$SRUN_ARGS"
     for arg in "$PYTHON" -u "$ROOT/tools/train.py" "$CONFIG" --launcher slurm "${PY_ARGS[@]}" "$@"; do
