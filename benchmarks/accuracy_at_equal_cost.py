@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import shutil
 import statistics
@@ -199,6 +200,14 @@ def plot(rows: list[dict], out_file: Path) -> Path:
     return out_file
 
 
+def describe_machine() -> str:
+    """CPU model and count (``platform.processor()`` is empty on Linux)."""
+    cpuinfo = Path('/proc/cpuinfo')
+    models = [line.split(':', 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.is_file() else [])
+              if line.startswith('model name')]
+    return f'{os.cpu_count()} CPUs, {models[0] if models else platform.machine()}'
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--config', type=Path, default=CONFIG)
@@ -235,7 +244,7 @@ def main(argv: list[str] | None = None) -> dict:
     table = format_table(rows)
     png = plot(rows, args.out / 'accuracy_at_equal_cost.png')
     summary = dict(command=' '.join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-                   date=time.strftime('%Y-%m-%d'), machine=f'{platform.machine()}, {platform.processor() or "cpu"}',
+                   date=time.strftime('%Y-%m-%d'), machine=describe_machine(),
                    config=str(args.config.relative_to(ROOT)), module_depths=depths, train_images=train_images,
                    records=records, rows=rows,
                    wall_seconds=time.perf_counter() - start)

@@ -9,8 +9,8 @@ our phase config, with and without mmincubation's hooks, to show what our runner
     python benchmarks/step_cost.py configs/incubate_demo_fashion_mnist.py --batch 128
     python benchmarks/step_cost.py configs/incubate_vit_b.py --batch 64 --device cuda --amp   # on a GPU
 
-Prints a table and writes JSON under ``benchmarks/results/``. Each network runs in its own
-subprocess, so the CPU peak (max RSS) of one does not hide another's.
+Prints a table and writes JSON and a PNG (measured vs ideal ratios) under ``benchmarks/results/``. Each
+network runs in its own subprocess, so the CPU peak (max RSS) of one does not hide another's.
 """
 from __future__ import annotations
 
@@ -128,6 +128,26 @@ def measure(args: argparse.Namespace, phase: str, module: int | None) -> dict:
     return result
 
 
+def plot(rows: dict, title: str, out_file: Path) -> Path:
+    """Measured step time of every network relative to the full model's, next to the ideal (block share)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    names = list(rows)
+    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=120)
+    positions = range(len(names))
+    ax.bar([i - 0.2 for i in positions], [rows[n]['time_ratio'] for n in names], width=0.4, label='measured')
+    ax.bar([i + 0.2 for i in positions], [rows[n]['ideal_ratio'] for n in names], width=0.4, label='ideal (blocks)')
+    ax.set_xticks(list(positions), [n.replace('incubate_', '') for n in names], rotation=20)
+    ax.set(ylabel='s/iter relative to E2E', title=title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_file)
+    plt.close(fig)
+    return out_file
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', nargs='?', default='configs/incubate_demo_fashion_mnist.py')
@@ -155,8 +175,9 @@ def main(argv: list[str] | None = None) -> None:
         rows[phase if module is None else f'incubate_module_{module}'] = json.loads(out)
 
     full = rows['e2e']
-    print(f'{Path(args.config).stem}: batch {args.batch}, {args.device}, {platform.processor() or platform.machine()}, '
-          f'{torch.get_num_threads()} threads, median of {args.iters} steps')
+    title = (f'{Path(args.config).stem}: batch {args.batch}, {args.device}, '
+             f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads')
+    print(f'{title}, median of {args.iters} steps')
     print(f'{"network":<20}{"blocks":>7}{"s/iter":>9}{"vs full":>9}{"ideal":>7}{"peak MiB":>10}{"trainable":>12}')
     for name, row in rows.items():
         row['time_ratio'] = row['seconds_per_iter'] / full['seconds_per_iter']
@@ -172,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     out = RESULTS / f'step_cost_{Path(args.config).stem}_{args.device}.json'
     out.write_text(json.dumps(dict(config=args.config, batch=args.batch, device=args.device,
                                    date=time.strftime('%Y-%m-%d'), rows=rows), indent=1))
-    print(f'wrote {out}')
+    print(f'wrote {out}\nplot {plot(rows, title, out.with_suffix(".png"))}')
 
 
 if __name__ == '__main__':
