@@ -97,7 +97,7 @@ def cfg_options(run: Run, schedule: Schedule, train_images: int) -> list[str]:
                f'incubation.finetune.train_cfg.max_epochs={schedule.finetune}',
                f'incubation.e2e.train_cfg.max_epochs={schedule.e2e}']
     if run.dmt:
-        return options + [f'incubation.incubate.train_dataloader.dataset.seed={run.seed}']
+        return options + [f'incubation.dmt.seed={run.seed}']
     return options + [f'train_dataloader.dataset.indices={round(train_images * run.fraction)}']
 
 

@@ -2,8 +2,9 @@
 # incubated only on the k-th of K disjoint, class-balanced parts of the training set, as if each
 # module belonged to a party holding its own data. Meta pretraining and fine-tuning use all data.
 #
-# The incubate phase fills the wrapper's `split` with the module index and `num_splits` with K
-# (mmincubation/engine/runner/phase_config.py), so one config serves all K modules:
+# `incubation.dmt` wraps the incubate phase's training set in mmincubation.ClassBalancedSplitDataset
+# with split = the module index (mmincubation/engine/runner/phase_config.py), so one config serves
+# all K modules:
 #   python tools/train.py configs/incubate_demo_fashion_mnist_dmt.py --phase incubate --module 2
 _base_ = './incubate_demo_fashion_mnist.py'
 
@@ -11,15 +12,8 @@ _base_ = './incubate_demo_fashion_mnist.py'
 dmt_warmup_iters = 10
 
 incubation = dict(
+    dmt=dict(seed=0),
     incubate=dict(
         param_scheduler=[
             dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=dmt_warmup_iters),
-            dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=dmt_warmup_iters)],
-        train_dataloader=dict(
-            dataset=dict(
-                _delete_=True,
-                type='mmincubation.ClassBalancedSplitDataset',
-                dataset={{_base_.train_dataloader.dataset}},
-                num_splits=None,  # K, filled per module
-                split=None,  # the module index, filled per module
-                seed=0))))
+            dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=dmt_warmup_iters)]))

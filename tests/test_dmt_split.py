@@ -172,18 +172,32 @@ def test_fashion_mnist_splits_into_exactly_balanced_quarters(fashion_root):
 def test_dmt_config_gives_module_k_the_kth_split(fashion_root, tmp_path):
     cfg = Config.fromfile(DMT_CONFIG)
     cfg.work_dir = str(tmp_path)
-    cfg.incubation.incubate.train_dataloader.dataset.dataset.data_root = fashion_root
-    cfg.incubation.incubate.train_dataloader.dataset.dataset.indices = 400
+    cfg.train_dataloader.dataset.data_root = fashion_root
+    cfg.train_dataloader.dataset.indices = 400
     assert phase_config(cfg, 'meta').train_dataloader.dataset.type == 'mmincubation.CompressedFashionMNIST'
     assert phase_config(cfg, 'finetune').train_dataloader.dataset.type == 'mmincubation.CompressedFashionMNIST'
     datasets = []
     for module in range(4):
         dataset_cfg = phase_config(cfg, 'incubate', module).train_dataloader.dataset
         assert dataset_cfg.type == 'mmincubation.ClassBalancedSplitDataset'
-        if dataset_cfg.split is None:
-            pytest.skip('phase_config.py does not fill the DMT split with the module index yet')
-        assert (dataset_cfg.split, dataset_cfg.num_splits) == (module, 4)
+        assert (dataset_cfg.split, dataset_cfg.num_splits, dataset_cfg.seed) == (module, 4, 0)
         datasets.append(DATASETS.build(dataset_cfg))
     labels = datasets[0].dataset.get_gt_labels()
     assert len(labels) == 400
     check_partition([np.array(dataset.indices) for dataset in datasets], labels)
+
+
+def test_a_hand_written_wrapper_gets_the_module_index_and_k(tmp_path):
+    """Without ``incubation.dmt``, a config's own ClassBalancedSplitDataset is completed per module."""
+    cfg = Config.fromfile('configs/incubate_demo_fashion_mnist.py')
+    cfg.work_dir = str(tmp_path)
+    wrapper = dict(type='mmincubation.ClassBalancedSplitDataset', dataset=cfg.train_dataloader.dataset, seed=3)
+    cfg.incubation.incubate.train_dataloader = dict(dataset=dict(_delete_=True, **wrapper))
+    for module in range(4):
+        dataset_cfg = phase_config(cfg, 'incubate', module).train_dataloader.dataset
+        assert (dataset_cfg.split, dataset_cfg.num_splits, dataset_cfg.seed) == (module, 4, 3)
+        assert dataset_cfg.dataset.type == 'mmincubation.CompressedFashionMNIST'
+    pinned = dict(wrapper, split=1, num_splits=2)
+    cfg.incubation.incubate.train_dataloader = dict(dataset=dict(_delete_=True, **pinned))
+    dataset_cfg = phase_config(cfg, 'incubate', 3).train_dataloader.dataset
+    assert (dataset_cfg.split, dataset_cfg.num_splits) == (1, 2)  # explicit values are kept

@@ -4,13 +4,4 @@
 # A quarter of the 15k images is 30 iterations per epoch; the base warms up over 10.
 _base_ = './incubate_deep-vit-16x32-p7_fashion-mnist.py'
 
-incubation = dict(
-    incubate=dict(
-        train_dataloader=dict(
-            dataset=dict(
-                _delete_=True,
-                type='mmincubation.ClassBalancedSplitDataset',
-                dataset={{_base_.train_dataloader.dataset}},
-                num_splits=None,  # K, filled per module
-                split=None,  # the module index, filled per module
-                seed=0))))
+incubation = dict(dmt=dict(seed=0))

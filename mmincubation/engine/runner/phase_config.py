@@ -6,11 +6,18 @@ The pipeline config is a normal mmpretrain classification config of the *full* m
     incubation = dict(
         num_modules=4,                  # or module_depths=(3, 3, 3, 3)
         meta=dict(train_cfg=dict(max_epochs=300), model=dict(backbone=dict(drop_path_rate=0.))),
-        incubate=dict(...), finetune=dict(...), e2e=dict(...))
+        incubate=dict(...), finetune=dict(...), e2e=dict(...),
+        dmt=dict(seed=0))               # optional: decentralized modular training, see below
 
 Each phase section is merged over the shared settings (``_delete_=True`` works as in ``_base_``
 inheritance); the backbone depth, the hybrid model, the export and record hooks, the work dir and
 the checkpoint links are filled in here, so the user never writes them per phase.
+
+``dmt`` (decentralized modular training) wraps the incubate phase's training set in
+``mmincubation.ClassBalancedSplitDataset`` (keyword arguments from the section, e.g. ``seed``), so
+module k sees only the k-th of K class-balanced, disjoint splits; meta pretraining and fine-tuning
+keep the full set. A config may also write the wrapper itself: its ``split``/``num_splits`` left
+``None`` are filled per module all the same.
 """
 from __future__ import annotations
 
@@ -75,6 +82,17 @@ def _set_depth(model: ConfigDict, depth: int) -> None:
     model.backbone.arch = arch
 
 
+def _split_for_dmt(phase_cfg: Config, dmt: dict | None, module: int, num_modules: int) -> None:
+    """DMT: module k's training set is split k of K (``incubation.dmt`` or a hand-written wrapper)."""
+    loader = phase_cfg.get('train_dataloader') or {}
+    if dmt is not None and 'dataset' in loader:
+        loader.dataset = ConfigDict(type='mmincubation.ClassBalancedSplitDataset', dataset=loader.dataset, **dmt)
+    dataset = loader.get('dataset') or {}
+    if str(dataset.get('type', '')).endswith('ClassBalancedSplitDataset'):
+        dataset.num_splits = dataset.get('num_splits') or num_modules
+        dataset.split = module if dataset.get('split') is None else dataset.split
+
+
 def phase_config(cfg: Config, phase: str, module: int | None = None, meta_checkpoint: str | None = None,
                  init_checkpoint: str | None = None, cost_offset: float = 0.0) -> Config:
     """The MMEngine config of one phase (``module`` for ``incubate``).
@@ -102,11 +120,7 @@ def phase_config(cfg: Config, phase: str, module: int | None = None, meta_checkp
         model.update(type='mmincubation.IncubationClassifier', module_depths=list(layout.depths),
                      target_module=module, meta_checkpoint=meta_checkpoint)
         phase_cfg.optim_wrapper.setdefault('constructor', 'mmincubation.TrainableParamsOptimWrapperConstructor')
-        dataset = (phase_cfg.get('train_dataloader') or {}).get('dataset') or {}
-        if str(dataset.get('type', '')).endswith('ClassBalancedSplitDataset'):  # DMT: module k trains on split k
-            dataset.setdefault('num_splits', None)
-            dataset.num_splits = dataset.num_splits or layout.num_modules
-            dataset.split = module if dataset.get('split') is None else dataset.split
+        _split_for_dmt(phase_cfg, (cfg.get('incubation') or {}).get('dmt'), module, layout.num_modules)
     else:
         _set_depth(model, layout.total_depth)
     num_blocks = resolve_arch(model.backbone)['num_layers']
