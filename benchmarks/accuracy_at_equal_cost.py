@@ -133,15 +133,17 @@ def summarize(records: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for record in records:
         run = record['run']
-        setting = ('DMT' if run['dmt'] else f'{round(run["fraction"] * 100)}% data', run['budget'])
         for method, result in record['results'].items():
             if run['dmt'] and method == 'e2e':
                 continue
-            groups.setdefault((*setting, method), []).append(result | dict(seed=run['seed']))
+            key = (run['dmt'], run['fraction'], run['budget'], method)
+            groups.setdefault(key, []).append(result | dict(seed=run['seed']))
     rows = []
-    for (setting, budget, method), results in groups.items():
+    for (dmt, fraction, budget, method), results in groups.items():
         top1, std = mean_std([r['top1'] for r in results])
-        rows.append(dict(setting=setting, budget=budget, method=method, top1_mean=top1, top1_std=std,
+        setting = 'DMT' if dmt else f'{round(fraction * 100)}% data'
+        rows.append(dict(setting=setting, dmt=dmt, fraction=fraction, budget=budget, method=method,
+                         top1_mean=top1, top1_std=std,
                          seeds=[r['seed'] for r in results], top1=[r['top1'] for r in results],
                          cost=statistics.fmean(r['cost'] for r in results),
                          wall_seconds=statistics.fmean(r['wall_seconds'] for r in results)))
@@ -153,16 +155,16 @@ def format_table(rows: list[dict]) -> str:
               f'{"cost M blk-img":>16}{"wall s":>8}')
     names = {'incubation': 'Deep Incubation', 'e2e': 'E2E'}
     lines = [header, '-' * len(header)]
-    for row in sorted(rows, key=lambda r: (r['setting'] == 'DMT', -_fraction(r['setting']), r['budget'],
-                                           r['method'] != 'incubation')):
+    for row in sorted(rows, key=lambda r: (*_setting_order(r), r['budget'], r['method'] != 'incubation')):
         lines.append(f'{row["setting"]:<10}{row["budget"]:>7g}  {names[row["method"]]:<16}'
                      f'{row["top1_mean"]:>11.2f} +- {row["top1_std"]:<4.2f}{len(row["seeds"]):>7}'
                      f'{row["cost"] / 1e6:>16.2f}{row["wall_seconds"]:>8.0f}')
     return '\n'.join(lines)
 
 
-def _fraction(setting: str) -> float:
-    return float(setting.split('%')[0]) if '%' in setting else 100.
+def _setting_order(row: dict) -> tuple[bool, float]:
+    """Normal incubation before DMT, more data first."""
+    return row['dmt'], -row['fraction']
 
 
 def plot(rows: list[dict], out_file: Path) -> Path:
@@ -175,7 +177,7 @@ def plot(rows: list[dict], out_file: Path) -> Path:
     styles = {'incubation': ('Deep Incubation', 'tab:blue'), 'e2e': ('E2E', 'tab:orange')}
     for method, (label, color) in styles.items():
         points = sorted((r['cost'] / 1e6, r['top1_mean'], r['top1_std']) for r in rows
-                        if r['setting'] == '100% data' and r['method'] == method)
+                        if not r['dmt'] and r['fraction'] == 1.0 and r['method'] == method)
         if points:
             costs, top1, std = zip(*points)
             curve.errorbar(costs, top1, yerr=std, marker='o', capsize=3, label=label, color=color)
@@ -183,7 +185,8 @@ def plot(rows: list[dict], out_file: Path) -> Path:
               title='accuracy vs cost (100% data)')
     curve.grid(alpha=.3)
     curve.legend()
-    settings = sorted({r['setting'] for r in rows if r['budget'] == 1.0}, key=lambda s: (s == 'DMT', -_fraction(s)))
+    settings = [r['setting'] for r in sorted((r for r in rows if r['budget'] == 1.0 and r['method'] == 'incubation'),
+                                             key=_setting_order)]
     for offset, (method, (label, color)) in zip((-0.2, 0.2), styles.items()):
         found = [(i, r) for i, s in enumerate(settings) for r in rows
                  if r['setting'] == s and r['budget'] == 1.0 and r['method'] == method]
