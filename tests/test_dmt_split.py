@@ -1,6 +1,7 @@
 """Class-balanced K-way splits for decentralized modular training (DMT)."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -201,3 +202,16 @@ def test_a_hand_written_wrapper_gets_the_module_index_and_k(tmp_path):
     cfg.incubation.incubate.train_dataloader = dict(dataset=dict(_delete_=True, **pinned))
     dataset_cfg = phase_config(cfg, 'incubate', 3).train_dataloader.dataset
     assert (dataset_cfg.split, dataset_cfg.num_splits) == (1, 2)  # explicit values are kept
+
+
+def test_dmt_refuses_a_missing_or_already_wrapped_training_set(tmp_path):
+    cfg = Config.fromfile(DMT_CONFIG)
+    cfg.work_dir = str(tmp_path)
+    wrapped = copy.deepcopy(cfg)
+    wrapped.incubation.incubate.train_dataloader = dict(dataset=dict(
+        type='mmincubation.ClassBalancedSplitDataset', dataset=cfg.train_dataloader.dataset))
+    with pytest.raises(ValueError, match='incubation.dmt .* not wrapped already'):
+        phase_config(wrapped, 'incubate', 0)
+    cfg.train_dataloader = None
+    with pytest.raises(ValueError, match='incubation.dmt .* got None'):
+        phase_config(cfg, 'incubate', 0)

@@ -85,10 +85,16 @@ def _set_depth(model: ConfigDict, depth: int) -> None:
 def _split_for_dmt(phase_cfg: Config, dmt: dict | None, module: int, num_modules: int) -> None:
     """DMT: module k's training set is split k of K (``incubation.dmt`` or a hand-written wrapper)."""
     loader = phase_cfg.get('train_dataloader') or {}
-    if dmt is not None and 'dataset' in loader:
-        loader.dataset = ConfigDict(type='mmincubation.ClassBalancedSplitDataset', dataset=loader.dataset, **dmt)
     dataset = loader.get('dataset') or {}
-    if str(dataset.get('type', '')).endswith('ClassBalancedSplitDataset'):
+    wrapped = str(dataset.get('type', '')).endswith('ClassBalancedSplitDataset')
+    if dmt is not None:
+        if not dataset or wrapped:
+            raise ValueError('incubation.dmt wraps the incubate phase\'s train_dataloader.dataset in '
+                             'ClassBalancedSplitDataset: it needs a dataset there that is not wrapped already, got '
+                             f'{dict(dataset) or None}')
+        dataset = loader.dataset = ConfigDict(type='mmincubation.ClassBalancedSplitDataset', dataset=dataset, **dmt)
+        wrapped = True
+    if wrapped:
         dataset.num_splits = dataset.get('num_splits') or num_modules
         dataset.split = module if dataset.get('split') is None else dataset.split
 
