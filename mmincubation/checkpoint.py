@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+
+from .layout import LayoutError, check_state_dict
 
 #: Key under ``checkpoint['meta']`` where mmincubation records what a checkpoint holds.
 META_KEY = 'mmincubation'
@@ -43,12 +46,18 @@ def load_weights(path: str | os.PathLike) -> dict:
     Returns a dict with ``state_dict`` and ``meta`` (empty when the file is a bare state dict).
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f'checkpoint {path} is a folder, expected a checkpoint file')
     if not path.is_file():
         raise CheckpointError(f'checkpoint {path} does not exist')
     try:
         checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means the same to the user
-        raise CheckpointError(f'cannot read checkpoint {path}: {error}') from error
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(f'cannot read checkpoint {path} safely: it holds objects that weights-only '
+                              f'loading refuses ({str(error).splitlines()[0]})') from error
+    except Exception as error:  # noqa: BLE001 - any other failure means the same to the user
+        raise CheckpointError(f'cannot read checkpoint {path}: truncated, corrupt or not written by '
+                              f'torch.save ({type(error).__name__}: {error})') from error
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(f'checkpoint {path} holds a {type(checkpoint).__name__}, expected a dict')
     if 'state_dict' in checkpoint:
@@ -68,3 +77,61 @@ def incubation_meta(checkpoint: Mapping, path: str | os.PathLike, phase: str) ->
         raise CheckpointError(f'checkpoint {path} is the output of the "{record.get("phase")}" phase, '
                               f'expected the output of the "{phase}" phase')
     return dict(record)
+
+
+#: What a tagged checkpoint's state dict holds, by the phase that wrote it, for files tagged before
+#: the tag recorded it (``holds``): the products of each phase.
+HOLDS_BY_PHASE = {'meta': 'meta', 'incubate': 'module', 'assemble': 'full', 'finetune': 'full', 'e2e': 'full'}
+_CONTENTS = {
+    'meta': ('a meta model (one block per module)', '; a meta model is evaluated with --phase meta'),
+    'module': ('a single incubated module', '; assemble the modules first (tools/assemble.py)'),
+    'hybrid': ('a hybrid network of an unfinished module incubation (meta model + one real module)',
+               '; let the incubation finish and assemble its product'),
+    'full': ('the full model', '; without --phase meta the full model is evaluated'),
+}
+
+
+def checkpoint_holds(record: Mapping) -> str | None:
+    """What a checkpoint tagged with ``record`` holds: 'meta', 'module', 'hybrid', 'full' or None if unknown."""
+    return record.get('holds') or HOLDS_BY_PHASE.get(record.get('phase'))
+
+
+def load_fitting(path: str | os.PathLike, reference: Mapping[str, object], holds: str,
+                 num_modules: int | None = None) -> dict:
+    """Load ``path`` and check that it holds ``holds`` of the model whose state dict is ``reference``.
+
+    Args:
+        path: checkpoint file (an mmincubation product, an MMEngine ``epoch_N.pth`` or a plain
+            mmpretrain checkpoint).
+        reference: the model's state dict (or tensors of the right shapes, e.g. built on the meta device).
+        holds: ``'full'`` (the whole model) or ``'meta'`` (a meta model).
+        num_modules: for ``holds='meta'``, the K the config asks for.
+
+    Returns:
+        The loaded checkpoint, as :func:`load_weights` returns it.
+
+    Raises:
+        CheckpointError: naming ``path`` and the difference when the file is unreadable, its
+            mmincubation tag records other contents (a single module, a hybrid, a meta model of
+            another K) or its keys or shapes do not fit ``reference``. Untagged files are judged by
+            keys and shapes alone.
+    """
+    checkpoint = load_weights(path)
+    record = checkpoint['meta'].get(META_KEY)
+    if isinstance(record, Mapping):
+        found = checkpoint_holds(record)
+        if found != holds:
+            what, hint = _CONTENTS.get(found, (f'an unknown kind of weights ({found!r})', ''))
+            module = f' (module {record["module"]})' if 'module' in record else ''
+            raise CheckpointError(
+                f'checkpoint {path} holds {what}{module}, written by the "{record.get("phase")}" phase of '
+                f'layout {record.get("layout")}; expected {_CONTENTS[holds][0]}{hint}')
+        layout = record.get('layout') or []
+        if holds == 'meta' and num_modules is not None and len(layout) != num_modules:
+            raise CheckpointError(f'checkpoint {path} is a meta model of {len(layout)} modules (layout {layout}), '
+                                  f'the config asks for {num_modules}')
+    try:
+        check_state_dict(checkpoint['state_dict'], reference, source=f'checkpoint {path}')
+    except LayoutError as error:
+        raise CheckpointError(str(error)) from error
+    return checkpoint

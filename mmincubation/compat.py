@@ -9,15 +9,21 @@ import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
 
+#: The statistics every ``HistoryBuffer`` registers in its ``__init__`` (mmengine/logging/history_buffer.py).
+#: The class-level ``_statistics_methods`` dict is empty until the first buffer is created, so it
+#: cannot be the allow-list: a fresh process that loads a checkpoint before training would refuse it.
+_BUILTIN_STATISTICS = frozenset({'min', 'max', 'current', 'mean'})
+
 
 def _history_buffer_statistic(owner: object, name: str) -> object:
     """Stand-in for ``getattr`` that only resolves ``HistoryBuffer``'s statistics methods.
 
     ``HistoryBuffer.__getstate__`` pickles its statistics as ``getattr(HistoryBuffer, 'min')``.
     Allow-listing the real ``getattr`` for weights-only loading would let a crafted checkpoint walk
-    from an allowed class to arbitrary objects, so only these lookups are answered.
+    from an allowed class to arbitrary objects, so only these lookups are answered: the built-in
+    statistics and any registered with ``HistoryBuffer.register_statistics`` in this process.
     """
-    if owner is HistoryBuffer and name in HistoryBuffer._statistics_methods:
+    if owner is HistoryBuffer and name in _BUILTIN_STATISTICS | set(HistoryBuffer._statistics_methods):
         return getattr(owner, name)
     raise torch.serialization.pickle.UnpicklingError(
         f'checkpoint asks for getattr({owner!r}, {name!r}); only HistoryBuffer statistics are allowed')

@@ -35,6 +35,15 @@ def det_sample_64():
     return sample
 
 
+@pytest.fixture(scope='session')
+def data_root(tmp_path_factory) -> str:
+    """Fashion-MNIST extracted once per test session (needs Debian's dataset-fashion-mnist)."""
+    from mmincubation.datasets.fashion_mnist import DEBIAN_ROOT, extract_fashion_mnist
+    root = tmp_path_factory.mktemp('fashion_mnist')
+    extract_fashion_mnist(DEBIAN_ROOT, root)
+    return str(root)
+
+
 @pytest.fixture(autouse=True)
 def mmpretrain_scope():
     init_default_scope('mmpretrain')

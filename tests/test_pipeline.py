@@ -14,20 +14,13 @@ from mmengine.runner import load_checkpoint
 from mmpretrain.registry import MODELS
 
 from mmincubation.checkpoint import CheckpointError
-from mmincubation.datasets.fashion_mnist import DEBIAN_ROOT, extract_fashion_mnist
+from mmincubation.datasets.fashion_mnist import DEBIAN_ROOT
 from mmincubation.engine.runner import IncubationRunner, phase_config
 from mmincubation.engine.runner.incubation_runner import load_records
 from tools.train import merge_args, parse_args
 
 DEMO = 'configs/incubate_demo_fashion_mnist.py'
 needs_data = pytest.mark.skipif(not Path(DEBIAN_ROOT).is_dir(), reason=f'{DEBIAN_ROOT} not installed')
-
-
-@pytest.fixture(scope='session')
-def data_root(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp('fashion_mnist')
-    extract_fashion_mnist(DEBIAN_ROOT, root)
-    return str(root)
 
 
 def tiny_demo_cfg(data_root: str, work_dir: Path) -> Config:

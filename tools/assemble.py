@@ -16,7 +16,7 @@ from mmengine.config import DictAction
 import mmincubation  # noqa: F401
 from mmincubation.assemble import assemble
 from mmincubation.engine.runner import build_layout, phase_config
-from mmincubation.engine.runner.cli import load_config
+from mmincubation.engine.runner.cli import exit_on_bad_input, load_config
 from mmincubation.engine.runner.incubation_runner import full_model_shapes
 from mmincubation.engine.runner.phase_config import phase_work_dir, product_name
 
@@ -31,6 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@exit_on_bad_input
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = load_config(args)

@@ -18,8 +18,8 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 
 import mmincubation  # noqa: F401  (compatibility fixes and registries)
-from mmincubation.checkpoint import CheckpointError
 from mmincubation.convert_official import convert_official_file
+from mmincubation.engine.runner.cli import exit_on_bad_input
 from mmincubation.layout import LayoutError
 
 
@@ -39,29 +39,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+@exit_on_bad_input
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     reference, module_depths = None, args.module_depths
-    try:
-        if args.config:
-            from mmincubation.engine.runner import build_layout, phase_config
-            from mmincubation.engine.runner.incubation_runner import full_model_shapes
+    if args.config:
+        from mmincubation.engine.runner import build_layout, phase_config
+        from mmincubation.engine.runner.incubation_runner import full_model_shapes
 
-            cfg = Config.fromfile(args.config)
-            if args.cfg_options:
-                cfg.merge_from_dict(args.cfg_options)
-            if cfg.get('work_dir') is None:  # phase_config needs one; nothing is written there
-                cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
-            depths = list(build_layout(cfg).depths)
-            if module_depths is not None and list(module_depths) != depths:
-                raise LayoutError(f'--module-depths {module_depths} disagree with {args.config}\'s {depths}')
-            if args.meta and args.full_depth is None:
-                module_depths = depths
-            reference = full_model_shapes(phase_config(cfg, 'meta' if args.meta else 'finetune'))
-        out = convert_official_file(args.src, args.dst, meta=args.meta, module_depths=module_depths,
-                                    full_depth=args.full_depth, reference=reference)
-    except (CheckpointError, LayoutError) as error:
-        raise SystemExit(f'convert_official: error: {error}') from None
+        cfg = Config.fromfile(args.config)
+        if args.cfg_options:
+            cfg.merge_from_dict(args.cfg_options)
+        if cfg.get('work_dir') is None:  # phase_config needs one; nothing is written there
+            cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+        depths = list(build_layout(cfg).depths)
+        if module_depths is not None and list(module_depths) != depths:
+            raise LayoutError(f'--module-depths {module_depths} disagree with {args.config}\'s {depths}')
+        if args.meta and args.full_depth is None:
+            module_depths = depths
+        reference = full_model_shapes(phase_config(cfg, 'meta' if args.meta else 'finetune'))
+    out = convert_official_file(args.src, args.dst, meta=args.meta, module_depths=module_depths,
+                                full_depth=args.full_depth, reference=reference)
     print(f'converted {args.src} ({"meta model" if args.meta else "full model"}) into {out}')
 
 

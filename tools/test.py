@@ -2,6 +2,9 @@
 
 For an incubation pipeline config the full model is evaluated (``--phase meta`` for a meta-model
 checkpoint); any plain mmpretrain / mmdet / mmseg config works as with their own tools/test.py.
+The checkpoint must fit the model exactly: a single module, a hybrid, a meta model evaluated as the
+full model (or the reverse), or weights of another width or depth are refused before anything runs,
+with the file and the difference named (MMEngine itself only warns and scores random weights).
 """
 from __future__ import annotations
 
@@ -11,9 +14,11 @@ from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 import mmincubation  # noqa: F401
+from mmincubation.checkpoint import load_fitting
 from mmincubation.compat import init_cpu_distributed
-from mmincubation.engine.runner import phase_config
-from mmincubation.engine.runner.cli import load_config
+from mmincubation.engine.runner import build_layout, phase_config
+from mmincubation.engine.runner.cli import exit_on_bad_input, load_config
+from mmincubation.engine.runner.incubation_runner import full_model_shapes
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,14 +34,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@exit_on_bad_input
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     cfg = load_config(args, 'test')
+    num_modules = None
     if 'incubation' in cfg:
         work_dir = cfg.work_dir
+        num_modules = build_layout(cfg).num_modules
         cfg = phase_config(cfg, args.phase)
         cfg.custom_hooks = [h for h in cfg.custom_hooks if not str(h['type']).startswith('mmincubation.')]
         cfg.work_dir = work_dir
+    load_fitting(args.checkpoint, full_model_shapes(cfg), holds='meta' if args.phase == 'meta' else 'full',
+                 num_modules=num_modules)
     cfg.launcher = args.launcher
     cfg.load_from, cfg.resume = args.checkpoint, False
     init_cpu_distributed(cfg)

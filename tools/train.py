@@ -17,7 +17,7 @@ from mmengine.runner import Runner
 import mmincubation  # noqa: F401  (compatibility fixes and registries)
 from mmincubation.compat import init_cpu_distributed
 from mmincubation.engine.runner import PHASES
-from mmincubation.engine.runner.cli import merge_config_args
+from mmincubation.engine.runner.cli import exit_on_bad_input, merge_config_args
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -70,6 +70,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     return cfg
 
 
+@exit_on_bad_input
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = merge_args(Config.fromfile(args.config), args)

@@ -18,6 +18,9 @@ class PhaseRecordHook(Hook):
     Training cost is counted in block-images: images seen times ``num_blocks`` of the trained
     network, the same unit for every phase, so incubation (meta + modules + fine-tune) and
     end-to-end training can be put on one axis. ``cost_offset`` is the cost spent before this phase.
+
+    A resumed phase (one that starts past iteration 0) continues the record it finds in its work
+    dir: the evaluations up to the resumed iteration and the wall time already spent.
     """
 
     priority = 'LOW'
@@ -33,6 +36,11 @@ class PhaseRecordHook(Hook):
 
     def before_train(self, runner) -> None:
         self.started = time.perf_counter()
+        path = Path(runner.work_dir) / 'phase_record.json'
+        if runner.iter > 0 and path.is_file():  # resumed (load_from starts at iteration 0)
+            earlier = json.loads(path.read_text())
+            self.history = [entry for entry in earlier['history'] if entry['iter'] <= runner.iter]
+            self.started -= earlier['wall_seconds']
 
     def _images_seen(self, runner) -> int:
         return runner.iter * runner.train_dataloader.batch_size * get_world_size()

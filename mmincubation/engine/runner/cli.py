@@ -2,9 +2,18 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os.path as osp
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 from mmengine.config import Config
+
+from ...checkpoint import CheckpointError
+from ...layout import LayoutError
+
+P = ParamSpec('P')
+R = TypeVar('R')
 
 
 def default_work_dir(config: str, *subdirs: str) -> str:
@@ -28,3 +37,17 @@ def merge_config_args(cfg: Config, args: argparse.Namespace, *subdirs: str, keep
 def load_config(args: argparse.Namespace, *subdirs: str, keep_work_dir: bool = False) -> Config:
     """``args.config`` read and :func:`merge_config_args` applied."""
     return merge_config_args(Config.fromfile(args.config), args, *subdirs, keep_work_dir=keep_work_dir)
+
+
+def exit_on_bad_input(main: Callable[P, R]) -> Callable[P, R]:
+    """Turn a bad file or config (:class:`CheckpointError`, :class:`LayoutError`) into a one-line exit.
+
+    The message already names the file and what was expected; a traceback would only bury it.
+    """
+    @functools.wraps(main)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return main(*args, **kwargs)
+        except (CheckpointError, LayoutError) as error:
+            raise SystemExit(f'error: {error}') from error
+    return wrapper

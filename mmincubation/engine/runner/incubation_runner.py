@@ -12,7 +12,7 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 from ...assemble import assemble
-from ...checkpoint import CheckpointError
+from ...checkpoint import CheckpointError, load_fitting
 from ...registry import RUNNERS
 from .phase_config import PHASES, build_layout, phase_config, phase_work_dir, product_name
 
@@ -90,6 +90,9 @@ class IncubationRunner:
             links['cost_offset'] = sum(record['cost'] for record in load_records(self.work_dir)
                                        if record['phase'].startswith(('meta', 'incubate')))
         cfg = phase_config(self.cfg, phase, module, **links)
+        if cfg.load_from:  # MMEngine's load_from only warns about keys that do not fit: refuse them first
+            load_fitting(cfg.load_from, full_model_shapes(cfg), holds='meta' if phase == 'meta' else 'full',
+                         num_modules=self.layout.num_modules)
         runner = Runner.from_cfg(cfg)
         runner.train()
         if phase in ('finetune', 'e2e') and cfg.get('test_dataloader') and cfg.get('test_cfg') is not None:

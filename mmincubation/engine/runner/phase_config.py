@@ -141,5 +141,6 @@ def phase_config(cfg: Config, phase: str, module: int | None = None, meta_checkp
         dict(type='mmincubation.PhaseRecordHook', phase=tag, num_blocks=num_blocks, cost_offset=cost_offset),
         dict(type='mmincubation.ExportWeightsHook', filename=product_name(phase, module), phase=phase,
              module_depths=list(layout.depths)),
+        dict(type='mmincubation.RandomStateHook'),
     ]
     return phase_cfg
