@@ -329,6 +329,95 @@ def test_simple_fpn_resamples_patch_14_maps_onto_the_stride_16_grid():
         SimpleFPN(in_channels=16, out_channels=8, scale_factors=(3.0, ), num_outs=1)
 
 
+# Where SimpleFPN's stride-`base_stride` cells take their features from (issue simplefpn-vit-h14-misaligned):
+# token i of a patch-s map is centred on pixel s*i + s/2 (PatchEmbed pads bottom/right), and anchors and
+# RoIAlign (aligned, scale 1/16) take cell j to be centred on pixel 16j + 8.
+DET_CONFIGS = sorted(DOWNSTREAM.rglob('mask-rcnn_*.py'))  # with demo/
+
+
+def _centre_error(neck, height: int, width: int) -> float:
+    """Max |pixel centre of the feature in cell j - (b*j + b/2)| over all cells of the stride-b level, in px.
+
+    The neck gets a map whose channels hold each token's pixel centre (x, y); its scale-1 stage loses its
+    convolutions, so that level is the resampled map itself.
+    """
+    s, b = neck.in_stride, neck.base_stride
+    n_h, n_w = -(-height // s), -(-width // s)  # PatchEmbed pads to a multiple of s
+    x_centre = (s * torch.arange(n_w) + s / 2).view(1, n_w).expand(n_h, n_w)
+    y_centre = (s * torch.arange(n_h) + s / 2).view(n_h, 1).expand(n_h, n_w)
+    fmap = torch.stack([x_centre, y_centre] * (neck.in_channels // 2))[None]
+    neck.stages[neck.scale_factors.index(1.0)] = torch.nn.Identity()
+    out = neck(fmap)[neck.scale_factors.index(1.0)][0]
+    assert out.shape[-2:] == (height // b, width // b)  # one cell per b px of the (padded) input
+    if s == b:
+        assert torch.equal(out, fmap[0])  # the identity, bit for bit
+    x_ideal = (b * torch.arange(width // b) + b / 2).view(1, -1)
+    y_ideal = (b * torch.arange(height // b) + b / 2).view(-1, 1)
+    return max((out[0] - x_ideal).abs().max().item(), (out[1] - y_ideal).abs().max().item())
+
+
+def _det_input_sizes(cfg: Config) -> list[tuple[int, int]]:
+    """(H, W) of the batches a Mask R-CNN config feeds its backbone, read from the config.
+
+    Training: BatchFixedSizePad's size. Test: the images fit the Resize scale (keep_ratio; mmcv scales are
+    (w, h)) and are padded to ``pad_size_divisor``, so every padded height with the full width and vice versa.
+    """
+    preprocessor = cfg.model.data_preprocessor
+    divisor = preprocessor.get('pad_size_divisor', 1)
+    sizes = {tuple(aug.size) for aug in preprocessor.get('batch_augments') or [] if aug.type == 'BatchFixedSizePad'}
+    assert cfg.test_dataloader.dataset.pipeline == cfg.val_dataloader.dataset.pipeline
+    scales = [t.scale for t in cfg.test_dataloader.dataset.pipeline if t.type == 'Resize']
+    assert len(scales) == 1, scales
+    width, height = (-(-side // divisor) * divisor for side in scales[0])
+    sizes |= {(h, width) for h in range(divisor, height + 1, divisor)}
+    sizes |= {(height, w) for w in range(divisor, width + 1, divisor)}
+    return sorted(sizes)
+
+
+@pytest.mark.parametrize('path', DET_CONFIGS, ids=lambda p: p.stem)
+def test_simple_fpn_cells_sit_where_anchors_and_roi_align_look(path, monkeypatch):
+    monkeypatch.delenv('INCUBATED_CHECKPOINT', raising=False)
+    cfg = Config.fromfile(str(path))
+    neck_cfg = cfg.model.neck
+    assert neck_cfg.in_stride == cfg.model.backbone.patch_size
+    from mmincubation.models.necks import SimpleFPN
+    neck = SimpleFPN(in_channels=8, out_channels=8, scale_factors=neck_cfg.scale_factors, num_outs=neck_cfg.num_outs,
+                     in_stride=neck_cfg.in_stride, base_stride=neck_cfg.get('base_stride', 16))
+    sizes = _det_input_sizes(cfg)
+    if '_vit-h-' in path.name:
+        assert (1024, 1024) in sizes and neck.in_stride == 14
+    errors = {size: _centre_error(neck, *size) for size in sizes}
+    assert max(errors.values()) < 0.01, {size: e for size, e in errors.items() if e >= 0.01}
+
+
+@pytest.mark.parametrize('size', [(1024, 1024), (768, 1024), (1024, 768), (800, 1344), (1344, 800), (704, 1024),
+                                  (32, 32), (64, 96)])
+@pytest.mark.parametrize('patch', [14, 16, 8, 15, 1])
+def test_simple_fpn_resampling_is_exact_for_any_patch_size(size, patch):
+    from mmincubation.models.necks import SimpleFPN
+    neck = SimpleFPN(in_channels=4, out_channels=4, num_outs=4, in_stride=patch)
+    assert _centre_error(neck, *size) < 0.01
+
+
+def test_simple_fpn_refuses_a_stride_above_the_base_stride():
+    from mmincubation.models.necks import SimpleFPN
+    with pytest.raises(ValueError, match='ambiguous'):
+        SimpleFPN(in_channels=16, out_channels=8, in_stride=32, base_stride=16)
+
+
+def test_simple_fpn_keeps_the_dtype_and_passes_gradients_when_resampling():
+    from mmincubation.models.necks import SimpleFPN
+    neck = SimpleFPN(in_channels=16, out_channels=8, num_outs=4, in_stride=14)
+    x = torch.randn(2, 16, 74, 51, requires_grad=True)
+    resampled = neck._resample(x)
+    assert resampled.shape == (2, 16, 64, 44)
+    resampled.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert neck._resample(x.detach().to(torch.bfloat16)).dtype == torch.bfloat16
+    torch.testing.assert_close(neck._resample(x.detach().double()), resampled.detach().double(),
+                               rtol=1e-4, atol=1e-4)
+
+
 def test_tiny_vit_h_mask_rcnn_keeps_strides_4_to_64_with_14_px_patches():
     cfg = _tiny_det_cfg(Path('unused.pth'), DOWNSTREAM / 'mask-rcnn_vit-h-incubated_simplefpn_1x_coco.py')
     cfg.model.backbone.init_cfg = None

@@ -61,12 +61,34 @@ class SimpleFPN(BaseModule):
         in_index (int): Which map of the backbone's tuple to use. Defaults to -1 (the last).
         in_stride (int): Stride of the backbone map (its patch size). Defaults to 16.
         base_stride (int): Reference stride of the pyramid. When ``in_stride`` differs (ViT-H/14),
-            the map is first resampled bilinearly onto the ``base_stride`` grid, so the outputs keep
-            strides 4, 8, 16, 32(, 64) for the anchors and RoI extractors. Defaults to 16.
+            the map is first resampled onto the ``base_stride`` grid (see below), so the outputs keep
+            strides 4, 8, 16, 32(, 64) for the anchors and RoI extractors. ``in_stride`` must not be
+            larger than ``base_stride``. Defaults to 16.
         norm_cfg (dict): Norm after every convolution and between the two deconvolutions.
             Defaults to ``dict(type='LN2d', eps=1e-6)``.
         act_cfg (dict): Activation between the two deconvolutions. Defaults to GELU.
         init_cfg (dict | list[dict], optional): Defaults to Caffe2-Xavier-like uniform Kaiming.
+
+    Shapes: the backbone map ``(N, C, n_h, n_w)`` gives level ``k`` of shape
+    ``(N, out_channels, m_h * scale_factors[k], m_w * scale_factors[k])`` (the 0.5 level rounds down,
+    the extra levels, stride-2 subsamplings, round up), where ``m = n`` if ``in_stride == base_stride`` and otherwise
+    ``m = floor(in_stride * (n - 1) / base_stride) + 1``.
+
+    Resampling ``in_stride != base_stride`` (ViTDet, Li et al. ECCV 2022, uses 16 px patches and never
+    resamples; this is for backbones such as ViT-H/14 whose patch embedding cannot be changed): token
+    ``i`` of the map covers pixels ``[s*i, s*(i+1))`` of the input (``s = in_stride``; mmpretrain's
+    PatchEmbed pads the image bottom/right to a multiple of ``s``), so its centre is pixel ``s*i + s/2``.
+    Anchors and RoIAlign (``aligned=True``, spatial scale ``1/b``, ``b = base_stride``) take cell ``j``
+    of the stride-``b`` level to be centred on pixel ``b*j + b/2``. Cell ``j`` therefore gets the
+    bilinear interpolation of the token map at that pixel, i.e. at the fractional token index
+    ``(b*j + b/2 - s/2) / s`` (``F.grid_sample`` with exact coordinates; positions past the last token
+    centre, only possible for input sizes that are not multiples of ``b``, take the border value).
+    The cell count is exact when the (padded) input size ``H`` is a multiple of ``b``, as mmdet's data
+    preprocessors make it (``pad_size_divisor=32``, ``BatchFixedSizePad``): ``n = ceil(H / s)`` gives
+    ``s*(n-1) < H <= s*n``, an interval of length ``s <= b`` that holds exactly one multiple of ``b``,
+    ``H = b*m`` with ``m = floor(s*(n-1)/b) + 1``. For ``s > b`` several ``H`` fit one ``n`` (e.g.
+    ``s=32, b=16``: ``H = 32n - 16`` or ``32n``), so that is refused. ``in_stride == base_stride``
+    leaves the map untouched.
     """
 
     def __init__(self,
@@ -84,6 +106,10 @@ class SimpleFPN(BaseModule):
             init_cfg = dict(type='Kaiming', layer=['Conv2d', 'ConvTranspose2d'], a=1, mode='fan_in',
                             nonlinearity='leaky_relu', distribution='uniform')
         super().__init__(init_cfg=init_cfg)
+        if in_stride > base_stride:
+            raise ValueError(f'in_stride={in_stride} > base_stride={base_stride}: the number of stride-'
+                             f'{base_stride} cells of the input is ambiguous from the number of '
+                             f'{in_stride} px tokens; use a backbone stride <= base_stride')
         if num_outs < len(scale_factors):
             raise ValueError(f'num_outs={num_outs} is fewer than the {len(scale_factors)} scale factors')
         norm_cfg = _norm_cfg(norm_cfg if norm_cfg is not None else dict(type='LN2d', eps=1e-6))
@@ -129,14 +155,34 @@ class SimpleFPN(BaseModule):
             strides.append(strides[-1] * 2)
         return tuple(strides)
 
+    def _resample(self, x: torch.Tensor) -> torch.Tensor:
+        """Bilinear resampling of the stride-``in_stride`` map onto the ``base_stride`` grid.
+
+        Cell ``j`` takes the map at pixel ``b*j + b/2``, i.e. at token index ``(b*j + b/2 - s/2) / s``
+        (token ``i`` is centred on pixel ``s*i + s/2``); see the class docstring for the cell count.
+        """
+        s, b = self.in_stride, self.base_stride
+        # float32 at least: half-precision coordinates would be off by ~1e-3 * n tokens
+        dtype = torch.promote_types(x.dtype, torch.float32)
+
+        def coords(n: int) -> torch.Tensor:
+            m = s * (n - 1) // b + 1
+            index = (b * torch.arange(m, device=x.device, dtype=dtype) + (b - s) / 2) / s
+            return index * (2 / max(n - 1, 1)) - 1  # align_corners=True: -1, +1 = first, last token
+
+        gx, gy = coords(x.shape[-1]), coords(x.shape[-2])
+        grid = torch.stack(torch.meshgrid(gx, gy, indexing='xy'), dim=-1)  # (m_h, m_w, 2), (x, y) last
+        grid = grid.expand(x.shape[0], -1, -1, -1)
+        out = F.grid_sample(x.to(dtype), grid, mode='bilinear', padding_mode='border', align_corners=True)
+        return out.to(x.dtype)
+
     def forward(self, inputs: Sequence[torch.Tensor] | torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = inputs if isinstance(inputs, torch.Tensor) else inputs[self.in_index]
         if x.dim() != 4:
             raise ValueError(f'SimpleFPN expects (N, C, H, W) feature maps (the ViT needs '
                              f"out_type='featmap'), got a tensor of shape {tuple(x.shape)}")
         if self.in_stride != self.base_stride:
-            size = [int(n * self.in_stride / self.base_stride) for n in x.shape[-2:]]
-            x = F.interpolate(x, size=size, mode='bilinear', align_corners=False)
+            x = self._resample(x)
         outs = [stage(x) for stage in self.stages]
         while len(outs) < self.num_outs:
             outs.append(F.max_pool2d(outs[-1], kernel_size=1, stride=2))
