@@ -97,7 +97,7 @@ def checkpoint_holds(record: Mapping) -> str | None:
 
 
 def load_fitting(path: str | os.PathLike, reference: Mapping[str, object], holds: str,
-                 num_modules: int | None = None) -> dict:
+                 num_modules: int | None = None, prefix: str = '', resizable: tuple[str, ...] = ()) -> dict:
     """Load ``path`` and check that it holds ``holds`` of the model whose state dict is ``reference``.
 
     Args:
@@ -106,6 +106,11 @@ def load_fitting(path: str | os.PathLike, reference: Mapping[str, object], holds
         reference: the model's state dict (or tensors of the right shapes, e.g. built on the meta device).
         holds: ``'full'`` (the whole model) or ``'meta'`` (a meta model).
         num_modules: for ``holds='meta'``, the K the config asks for.
+        prefix: compare only the file's keys under this prefix, with the prefix removed (e.g.
+            ``'backbone.'`` for a detector's backbone initialised from a classifier, as
+            ``init_cfg=dict(type='Pretrained', prefix='backbone.')`` loads it).
+        resizable: keys (after removing ``prefix``) whose shape may differ because the model
+            resizes them on loading (mmpretrain's ViT interpolates ``pos_embed`` to its input size).
 
     Returns:
         The loaded checkpoint, as :func:`load_weights` returns it.
@@ -130,8 +135,11 @@ def load_fitting(path: str | os.PathLike, reference: Mapping[str, object], holds
         if holds == 'meta' and num_modules is not None and len(layout) != num_modules:
             raise CheckpointError(f'checkpoint {path} is a meta model of {len(layout)} modules (layout {layout}), '
                                   f'the config asks for {num_modules}')
+    state_dict = {key[len(prefix):]: value for key, value in checkpoint['state_dict'].items()
+                  if key.startswith(prefix)}
+    state_dict.update({key: reference[key] for key in resizable if key in state_dict and key in reference})
     try:
-        check_state_dict(checkpoint['state_dict'], reference, source=f'checkpoint {path}')
+        check_state_dict(state_dict, reference, source=f'checkpoint {path}' + (f' (keys {prefix}*)' if prefix else ''))
     except LayoutError as error:
         raise CheckpointError(str(error)) from error
     return checkpoint

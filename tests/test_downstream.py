@@ -426,3 +426,45 @@ def test_tiny_vit_h_mask_rcnn_keeps_strides_4_to_64_with_14_px_patches():
     assert model.backbone.layers[0].attn.qkv.bias is None
     feats = model.extract_feat(torch.randn(1, 3, 64, 64))  # 5x5 patches (padded to 70 px) -> 4x4 grid
     assert [tuple(f.shape[-2:]) for f in feats] == [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]
+
+
+# ------------------------------------------------------------------------ checkpoints that do not fit the backbone
+
+def _retagged(checkpoint: Path, dst: Path, record: dict | None, width: int = 32) -> Path:
+    """``checkpoint``'s weights with another mmincubation tag (or none) and, optionally, another width."""
+    state = torch.load(checkpoint, weights_only=True)['state_dict']
+    state = {key: torch.zeros([width if size == 32 else size for size in value.shape]) for key, value in state.items()}
+    torch.save(dict(meta={} if record is None else dict(mmincubation=record), state_dict=state), dst)
+    return dst
+
+
+@pytest.mark.parametrize('task', ['det', 'seg'])
+def test_a_backbone_checkpoint_that_does_not_fit_is_refused_before_training(fake_checkpoint, tmp_path, task):
+    from mmincubation.checkpoint import CheckpointError
+    from mmincubation.engine.runner.fit_checks import check_pretrained_backbone
+    tiny_cfg = _tiny_det_cfg if task == 'det' else _tiny_seg_cfg
+    # Fits: an assembled / plain classifier checkpoint, pos_embed resized by the ViT (5 -> 17 tokens).
+    check_pretrained_backbone(tiny_cfg(fake_checkpoint))
+    check_pretrained_backbone(tiny_cfg(_retagged(fake_checkpoint, tmp_path / 'plain.pth', None)))
+    refused = {
+        'module.pth': (dict(phase='incubate', layout=[2, 2], module=1), 32, r'holds a single incubated module'),
+        'meta.pth': (dict(phase='meta', layout=[2, 2]), 32, r'holds a meta model'),
+        'wide.pth': (dict(phase='finetune', layout=[2, 2]), 48,
+                     r'wide.pth \(keys backbone.\*\) does not fit the model: shape mismatches .*cls_token: \(1, 1, 48'),
+    }
+    for name, (record, width, message) in refused.items():
+        with pytest.raises(CheckpointError, match=message):
+            check_pretrained_backbone(tiny_cfg(_retagged(fake_checkpoint, tmp_path / name, record, width)))
+    with pytest.raises(CheckpointError, match=r'nowhere.pth does not exist .*set INCUBATED_CHECKPOINT='):
+        check_pretrained_backbone(tiny_cfg(tmp_path / 'nowhere.pth'))
+
+
+def test_train_tool_refuses_a_downstream_backbone_checkpoint_that_does_not_fit(fake_checkpoint, tmp_path):
+    from tools.train import main as train
+    wide = _retagged(fake_checkpoint, tmp_path / 'wide.pth', dict(phase='finetune', layout=[4]), width=48)
+    cfg = _tiny_det_cfg(wide)
+    cfg.work_dir = str(tmp_path / 'work')
+    cfg.dump(tmp_path / 'det.py')
+    with pytest.raises(SystemExit, match=r'^error: checkpoint .*wide.pth \(keys backbone.\*\) does not fit'):
+        train([str(tmp_path / 'det.py')])
+    assert not (tmp_path / 'work').exists()

@@ -17,7 +17,7 @@ import mmincubation  # noqa: F401
 from mmincubation.assemble import assemble
 from mmincubation.engine.runner import build_layout, phase_config
 from mmincubation.engine.runner.cli import exit_on_bad_input, load_config
-from mmincubation.engine.runner.incubation_runner import full_model_shapes
+from mmincubation.engine.runner.fit_checks import full_model_shapes
 from mmincubation.engine.runner.phase_config import phase_work_dir, product_name
 
 

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     reference, module_depths = None, args.module_depths
     if args.config:
         from mmincubation.engine.runner import build_layout, phase_config
-        from mmincubation.engine.runner.incubation_runner import full_model_shapes
+        from mmincubation.engine.runner.fit_checks import full_model_shapes
 
         cfg = Config.fromfile(args.config)
         if args.cfg_options:

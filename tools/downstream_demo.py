@@ -32,6 +32,7 @@ from mmengine.config import Config  # noqa: E402
 import mmincubation  # noqa: E402,F401  (compatibility fixes and registries)
 from mmincubation.datasets.fashion_mnist import DEBIAN_ROOT  # noqa: E402
 from mmincubation.datasets.pasted_fashion_mnist import PasteParams, make_pasted_fashion_mnist, read_manifest  # noqa: E402
+from mmincubation.engine.runner.fit_checks import check_pretrained_backbone  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_DIR = ROOT / 'configs' / 'downstream' / 'demo'
@@ -138,6 +139,7 @@ def run_one(cfg: Config, force: bool = False, hooks: Sequence = ()) -> dict:
             record['cached'] = True
             return record
     start = time.perf_counter()
+    check_pretrained_backbone(cfg)
     runner = Runner.from_cfg(cfg)
     for hook in hooks:
         runner.register_hook(hook)

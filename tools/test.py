@@ -18,7 +18,7 @@ from mmincubation.checkpoint import load_fitting
 from mmincubation.compat import init_cpu_distributed
 from mmincubation.engine.runner import build_layout, phase_config
 from mmincubation.engine.runner.cli import exit_on_bad_input, load_config
-from mmincubation.engine.runner.incubation_runner import full_model_shapes
+from mmincubation.engine.runner.fit_checks import full_model_shapes
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -14,6 +14,7 @@ from mmengine.runner import Runner
 from ...assemble import assemble
 from ...checkpoint import CheckpointError, load_fitting
 from ...registry import RUNNERS
+from .fit_checks import full_model_shapes
 from .phase_config import PHASES, build_layout, phase_config, phase_work_dir, product_name
 
 DEFAULT_PHASES = ('meta', 'incubate', 'assemble', 'finetune')
@@ -111,17 +112,6 @@ class IncubationRunner:
             assemble(modules, out, reference)
             print_log(f'assembled {len(modules)} modules into {out}', logger='current')
         barrier()
-
-
-def full_model_shapes(cfg: Config) -> dict:
-    """State-dict shapes of ``cfg.model``, built on the meta device (no memory, even for ViT-H)."""
-    import torch
-    from mmengine.registry import DefaultScope
-    from mmpretrain.registry import MODELS
-
-    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmpretrain')), torch.device('meta'):
-        model = MODELS.build(cfg.model)
-    return dict(model.state_dict())
 
 
 def load_records(work_dir: str | Path) -> list[dict]:
