@@ -27,11 +27,14 @@ class BlockNaming:
     starting with a ``stem_prefixes`` entry belong to the first module (patch embedding, class
     token, position embedding), keys starting with a ``tail_prefixes`` entry to the last (final
     norm, neck, head). Any other key is an error, so no parameter is ever silently misassigned.
+    ``residual_outputs`` are the block-relative key prefixes of the last layer of each residual
+    branch: zeroing them turns a pre-norm block into the identity.
     """
 
     block_prefix: str
     stem_prefixes: tuple[str, ...]
     tail_prefixes: tuple[str, ...]
+    residual_outputs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         pattern = re.compile(re.escape(self.block_prefix) + r'(\d+)\.(.+)$')
@@ -65,6 +68,8 @@ VIT_NAMING = BlockNaming(
     stem_prefixes=('backbone.patch_embed.', 'backbone.cls_token', 'backbone.dist_token',
                    'backbone.pos_embed', 'backbone.pre_norm.'),
     tail_prefixes=('backbone.ln1.', 'backbone.ln2.', 'neck.', 'head.'),
+    # mmpretrain's TransformerEncoderLayer: x + attn.proj(...), then x + ffn.layers[1](...).
+    residual_outputs=('attn.proj.', 'ffn.layers.1.'),
 )
 
 

@@ -198,3 +198,52 @@ def test_atomic_save_keeps_the_previous_file_when_writing_fails(tmp_path, monkey
     monkeypatch.undo()
     torch.testing.assert_close(torch.load(path, weights_only=True)['state_dict']['w'], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ['ckpt.pth']
+
+
+def grown_hybrid(target: int, meta_checkpoint):
+    hybrid = MODELS.build(tiny_classifier_cfg(
+        FULL.hybrid(target).total_depth, type='mmincubation.IncubationClassifier', module_depths=DEPTHS,
+        target_module=target, meta_checkpoint=str(meta_checkpoint), module_init='meta'))
+    hybrid.init_weights()
+    return hybrid.eval()
+
+
+def test_modules_grown_from_the_meta_model_keep_its_function_in_every_hybrid_and_the_assembly(tmp_path):
+    meta_state = save_meta_checkpoint(tmp_path / 'meta.pth')
+    meta = MODELS.build(tiny_classifier_cfg(FULL.num_modules)).eval()
+    meta.load_state_dict(meta_state)
+    images = torch.randn(5, 1, 16, 16)
+    expected = meta(images, mode='tensor')
+    modules = []
+    for target in range(FULL.num_modules):
+        hybrid = grown_hybrid(target, tmp_path / 'meta.pth')
+        torch.testing.assert_close(hybrid(images, mode='tensor'), expected, rtol=0, atol=1e-6)
+        state = hybrid.state_dict()
+        second = FULL.hybrid(target).blocks_of(target)[1]
+        assert not state[f'backbone.layers.{second}.attn.proj.weight'].any()  # an identity block ...
+        assert state[f'backbone.layers.{second}.attn.qkv.weight'].std() > 0  # ... with fresh weights elsewhere
+        save_atomic(dict(meta={META_KEY: dict(phase='incubate', layout=list(DEPTHS), module=target)},
+                         state_dict=hybrid.export_module()), tmp_path / f'module_{target}.pth')
+        modules.append(tmp_path / f'module_{target}.pth')
+    full = MODELS.build(tiny_classifier_cfg(FULL.total_depth)).eval()
+    full.load_state_dict(assemble_modules(modules)['state_dict'], strict=True)
+    torch.testing.assert_close(full(images, mode='tensor'), expected, rtol=0, atol=1e-6)
+
+
+def test_grown_module_is_the_only_part_that_trains(tmp_path):
+    save_meta_checkpoint(tmp_path / 'meta.pth')
+    hybrid = grown_hybrid(1, tmp_path / 'meta.pth').train()
+    before = snapshot(hybrid)
+    train_step(hybrid)
+    moved = {name for name, value in snapshot(hybrid).items() if not torch.equal(value, before[name])}
+    target = {name for name in before if FULL.hybrid(1).module_of(name) == 1}
+    assert moved == target  # the zeroed residual outputs move too: the identity blocks start learning
+
+
+def test_growing_a_module_needs_a_meta_model_and_a_known_mode():
+    with pytest.raises(LayoutError, match="module_init='meta' grows the module from the meta model"):
+        MODELS.build(tiny_classifier_cfg(4, type='mmincubation.IncubationClassifier', module_depths=DEPTHS,
+                                         target_module=1, module_init='meta'))
+    with pytest.raises(LayoutError, match=r"module_init must be one of \('scratch', 'meta'\), got 'grown'"):
+        MODELS.build(tiny_classifier_cfg(4, type='mmincubation.IncubationClassifier', module_depths=DEPTHS,
+                                         target_module=1, module_init='grown'))

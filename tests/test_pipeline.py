@@ -112,13 +112,17 @@ def test_a_module_without_its_meta_model_is_refused_with_the_command_to_run(tmp_
 def test_train_command_line_selects_phases_and_modules(tmp_path):
     cfg = merge_args(Config.fromfile(DEMO), parse_args(
         [DEMO, '--phase', 'incubate', '--module', '1', '3', '--work-dir', str(tmp_path), '--amp',
-         '--cfg-options', 'incubation.incubate.train_cfg.max_epochs=7']))
+         '--cfg-options', 'incubation.incubate.train_cfg.max_epochs=7', 'incubation.module_init=meta']))
     runner = IncubationRunner.from_cfg(cfg)
     assert runner.phases == ['incubate'] and runner.modules == [1, 3]
     module_cfg = phase_config(cfg, 'incubate', 3, meta_checkpoint='meta.pth')
     assert module_cfg.train_cfg.max_epochs == 7 and module_cfg.optim_wrapper.type == 'AmpOptimWrapper'
     assert module_cfg.work_dir == str(tmp_path / 'incubate' / 'module_3')
     assert module_cfg.model.backbone.arch['num_layers'] == 3 + 2
+    assert module_cfg.model.module_init == 'meta'
+    default = Config.fromfile(DEMO)
+    default.work_dir = str(tmp_path)
+    assert phase_config(default, 'incubate', 0, meta_checkpoint='m.pth').model.module_init == 'scratch'
     with pytest.raises(ValueError, match='module index 4 is out of range for 4 modules'):
         IncubationRunner(cfg, modules=[4])
     all_phases = merge_args(Config.fromfile(DEMO), parse_args([DEMO, '--phase', 'all']))

@@ -23,12 +23,26 @@ class IncubationClassifier(ImageClassifier):
         module_depths: depths of the full model's modules, e.g. ``(3, 3, 3, 3)`` for ViT-B.
         target_module: index of the module being incubated.
         meta_checkpoint: output of the meta-pretraining phase; its modules fill the non-target slots
-            in :meth:`init_weights`. The target keeps its own fresh initialisation.
+            in :meth:`init_weights`.
+        module_init: how the target starts. ``'scratch'`` (the paper, Sec. 3.2): its own fresh
+            initialisation. ``'meta'`` (ours, beyond the paper): grown from the meta model: its first
+            block is meta block ``target_module``, module 0 / K-1 take the meta stem / final norm
+            and head, and its other blocks keep their fresh weights with the last layer of each
+            residual branch zeroed, so each is the identity. The hybrid then computes exactly
+            the meta model's function at step 0, and so does the assembly of such modules.
     """
 
+    MODULE_INITS = ('scratch', 'meta')
+
     def __init__(self, *args, module_depths: tuple[int, ...], target_module: int,
-                 meta_checkpoint: str | None = None, **kwargs) -> None:
+                 meta_checkpoint: str | None = None, module_init: str = 'scratch', **kwargs) -> None:
+        if module_init not in self.MODULE_INITS:
+            raise LayoutError(f'incubation.module_init must be one of {self.MODULE_INITS}, got {module_init!r}')
+        if module_init == 'meta' and meta_checkpoint is None:
+            raise LayoutError("incubation.module_init='meta' grows the module from the meta model: "
+                              'it needs a meta_checkpoint')
         super().__init__(*args, **kwargs)
+        self.module_init = module_init
         self.full_layout = ModuleLayout(tuple(module_depths))
         self.layout = self.full_layout.hybrid(target_module)
         self.target_module = target_module
@@ -46,7 +60,8 @@ class IncubationClassifier(ImageClassifier):
             self.load_meta_modules(self.meta_checkpoint)
 
     def load_meta_modules(self, path: str) -> None:
-        """Copy every module but the target from a meta-pretraining checkpoint."""
+        """Copy every module but the target from a meta-pretraining checkpoint (with
+        ``module_init='meta'``, the target's meta block, stem or tail too, see the class docs)."""
         checkpoint = load_weights(path)
         record = incubation_meta(checkpoint, path, phase='meta')
         if len(record['layout']) != self.full_layout.num_modules:
@@ -63,7 +78,23 @@ class IncubationClassifier(ImageClassifier):
                                   f'{self.full_layout.meta().depths}: {error}') from error
         check_state_dict(meta_weights, expected, source=f'meta checkpoint {path}')
         own.update(meta_weights)
+        if self.module_init == 'meta':
+            own.update(self._grown_target(checkpoint['state_dict'], own))
         self.load_state_dict(own, strict=True)
+
+    def _grown_target(self, meta_state: dict, own: dict) -> dict:
+        """The target's tensors grown from the meta model: its meta block first, identity blocks after.
+
+        In the hybrid the modules before the target have one block each, as in the meta model, so
+        the target's first block, stem and tail have the same keys in both.
+        """
+        meta_layout, naming = self.full_layout.meta(), self.layout.naming
+        grown = {key: value for key, value in meta_state.items()
+                 if meta_layout.module_of(key) == self.target_module}
+        later_blocks = tuple(naming.join(block, rest) for block in self.layout.blocks_of(self.target_module)[1:]
+                             for rest in naming.residual_outputs)
+        grown.update({key: value.new_zeros(value.shape) for key, value in own.items() if key.startswith(later_blocks)})
+        return grown
 
     def export_module(self) -> dict:
         """The target module's weights, keyed as in the full model."""

@@ -7,7 +7,8 @@ The pipeline config is a normal mmpretrain classification config of the *full* m
         num_modules=4,                  # or module_depths=(3, 3, 3, 3)
         meta=dict(train_cfg=dict(max_epochs=300), model=dict(backbone=dict(drop_path_rate=0.))),
         incubate=dict(...), finetune=dict(...), e2e=dict(...),
-        dmt=dict(seed=0))               # optional: decentralized modular training, see below
+        dmt=dict(seed=0),               # optional: decentralized modular training, see below
+        module_init='scratch')          # or 'meta': grow each module from the meta model (ours)
 
 Each phase section is merged over the shared settings (``_delete_=True`` works as in ``_base_``
 inheritance); the backbone depth, the hybrid model, the export and record hooks, the work dir and
@@ -124,7 +125,8 @@ def phase_config(cfg: Config, phase: str, module: int | None = None, meta_checkp
         hybrid = layout.hybrid(module)
         _set_depth(model, hybrid.total_depth)
         model.update(type='mmincubation.IncubationClassifier', module_depths=list(layout.depths),
-                     target_module=module, meta_checkpoint=meta_checkpoint)
+                     target_module=module, meta_checkpoint=meta_checkpoint,
+                     module_init=(cfg.get('incubation') or {}).get('module_init', 'scratch'))
         phase_cfg.optim_wrapper.setdefault('constructor', 'mmincubation.TrainableParamsOptimWrapperConstructor')
         _split_for_dmt(phase_cfg, (cfg.get('incubation') or {}).get('dmt'), module, layout.num_modules)
     else:
