@@ -87,3 +87,45 @@ def test_a_dmt_run_splits_only_module_incubation_with_its_seed():
         assert dataset.dataset.indices == 15000
     for phase in ('meta', 'finetune'):
         assert phase_config(cfg, phase).train_dataloader.dataset.type == 'mmincubation.CompressedFashionMNIST'
+
+
+# ------------------------------------------------------------------- benchmarks/where_incubation_wins.py
+
+def test_where_incubation_wins_gives_every_method_the_incubation_pipelines_cost():
+    from benchmarks.where_incubation_wins import Setting, block_epochs, e2e_runs
+    for depth in (16, 64):
+        setting = Setting(depth, 0, 1.0, 1.0)
+        schedule = Schedule.equal_cost(6, 2, 2, setting.module_depths())
+        incubation = block_epochs(schedule, setting.module_depths())
+        assert incubation == _block_epochs(schedule, setting.module_depths())[0]
+        runs = e2e_runs(setting, schedule)
+        for method in ('e2e', 'meta', 'shallow'):  # equal cost, rounded up to whole epochs
+            blocks, epochs = runs[method]
+            assert incubation <= blocks * epochs < incubation + blocks, method
+        assert runs['meta'][0] == 4 and runs['shallow'][0] == depth // 4
+        assert runs['shallow-epochs'] == (depth // 4, runs['e2e'][1])  # equal epochs, a quarter of the cost
+
+
+def test_where_incubation_wins_plans_the_grid_once_and_its_overrides_reach_the_phases(tmp_path):
+    from benchmarks.where_incubation_wins import METHODS, Setting, commands, plan
+    jobs = plan([16, 64], [0, 1, 2], [0.5, 1.0, 2.0], 64, 1.0, [1.0, 0.25], refs=True)
+    assert len(jobs) == len(set(jobs))
+    deep_main = [m for s, m in jobs if s == Setting(64, 0, 1.0, 1.0)]
+    assert deep_main == list(METHODS)  # references only at the main depth
+    assert {s.seed for s, _ in jobs if (s.depth, s.budget, s.fraction) == (64, 1.0, 1.0)} == {0, 1, 2}
+    assert {s.seed for s, _ in jobs if s.depth == 16} == {0} and {s.fraction for s, _ in jobs} == {1.0, 0.25}
+    assert [m for s, m in jobs if s == Setting(16, 0, 1.0, 0.5)] == ['scratch', 'grown', 'e2e']
+
+    setting = Setting(64, 2, 0.25, 1.0)
+    schedule = Schedule.equal_cost(6, 2, 2, setting.module_depths())
+    grown = commands(setting, 'grown', schedule, CONFIG, 5000, tmp_path)[0]
+    cfg = _with_options(CONFIG, grown[grown.index('--cfg-options') + 1:])
+    hybrid = phase_config(cfg, 'incubate', module=3, meta_checkpoint='meta.pth')
+    assert hybrid.model.module_init == 'meta' and hybrid.model.backbone.arch['num_layers'] == 3 + 16
+    assert hybrid.train_cfg.max_epochs == 2 and hybrid.train_dataloader.dataset.indices == 1250
+    assert cfg.randomness.seed == 2
+    shallow = commands(setting, 'shallow', schedule, CONFIG, 5000, tmp_path)[0]
+    cfg = _with_options(CONFIG, shallow[shallow.index('--cfg-options') + 1:])
+    e2e = phase_config(cfg, 'e2e')
+    assert e2e.model.backbone.arch['num_layers'] == 16
+    assert e2e.train_cfg.max_epochs * 16 >= (4 * 6 + 4 * (3 + 16) * 2 + 64 * 2)

@@ -1,0 +1,279 @@
+"""Where does Deep Incubation win? E2E against incubation (scratch or grown modules) at equal cost.
+
+The paper's gains are largest where E2E training struggles: very deep, narrow models (CIFAR-100
+DeiT-T-128: 77.2 incubated vs 69.4 E2E). This benchmark trains a deep, narrow ViT on Fashion-MNIST
+at two depths and several budgets, every method at the same total cost (block-images, meta
+pretraining included), with the ordinary pipeline command ``tools/train.py CONFIG --phase ...``:
+
+  scratch   Deep Incubation as in the paper: meta model -> K modules from scratch -> assemble -> fine-tune
+  grown     the same pipeline with ``incubation.module_init='meta'`` (modules grown from the meta model),
+            sharing the scratch run's meta model
+  e2e       the full model trained end to end
+references at the deep setting (where a user must see whether the deep model pays at all):
+  meta      the K-block meta model trained end to end for the whole budget
+  shallow   a 4x shallower twin trained end to end for the whole budget
+  shallow-epochs  the shallow twin at E2E's *epochs* (a quarter of the cost): if the deep model is no
+            better at equal epochs, E2E training of the deep model is what is hard
+
+    python benchmarks/where_incubation_wins.py              # the README's grid, ~1 h on 2 CPU cores
+    python benchmarks/where_incubation_wins.py --depths 16 --seeds 0 --budgets 1 --no-refs   # a quick look
+
+Runs share the cores as ``--jobs`` processes of ``cores / jobs`` threads each (tiny models scale
+poorly with threads). A finished run is reused on a rerun (its product exists), so an interrupted
+benchmark continues. Prints the table and writes ``results.json`` and ``where_incubation_wins.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.accuracy_at_equal_cost import Schedule, describe_machine, mean_std  # noqa: E402
+from mmincubation.engine.runner.incubation_runner import method_results  # noqa: E402
+
+CONFIG = ROOT / 'configs' / 'benchmarks' / 'incubate_deep-vit-16x32-p7_fashion-mnist.py'
+NUM_MODULES = 4
+METHODS = ('scratch', 'grown', 'e2e', 'meta', 'shallow', 'shallow-epochs')
+LABELS = {'scratch': 'incubation (scratch modules)', 'grown': 'incubation (grown modules)', 'e2e': 'E2E',
+          'meta': 'meta model alone (ref.)', 'shallow': '4x shallower E2E (ref.)',
+          'shallow-epochs': '4x shallower, E2E epochs'}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One point of the grid: the deep model's depth, a seed, a training-set fraction and a budget scale."""
+
+    depth: int
+    seed: int
+    fraction: float
+    budget: float
+
+    def name(self, schedule: Schedule) -> str:
+        """Work dir name; it holds the epochs, so a rerun with another schedule never reuses a run."""
+        return (f'depth{self.depth}_seed{self.seed}_data{round(self.fraction * 100)}'
+                f'_m{schedule.meta}i{schedule.incubate}f{schedule.finetune}')
+
+    def module_depths(self) -> list[int]:
+        return [self.depth // NUM_MODULES] * NUM_MODULES
+
+
+def block_epochs(schedule: Schedule, depths: list[int]) -> int:
+    """The incubation pipeline's cost in block-epochs (meta, every hybrid, fine-tune)."""
+    k = len(depths)
+    return k * schedule.meta + sum((k - 1 + d) * schedule.incubate for d in depths) + sum(depths) * schedule.finetune
+
+
+def e2e_runs(setting: Setting, schedule: Schedule) -> dict[str, tuple[int, int]]:
+    """(blocks, epochs) of every end-to-end run of a setting: equal cost (rounded up) or, for
+    ``shallow-epochs``, E2E's epochs."""
+    cost, shallow = block_epochs(schedule, setting.module_depths()), setting.depth // 4
+    return {'e2e': (setting.depth, schedule.e2e), 'meta': (NUM_MODULES, math.ceil(cost / NUM_MODULES)),
+            'shallow': (shallow, math.ceil(cost / shallow)), 'shallow-epochs': (shallow, schedule.e2e)}
+
+
+def common_options(setting: Setting, blocks: int, train_images: int) -> list[str]:
+    return [f'randomness.seed={setting.seed}', f'model.backbone.arch.num_layers={blocks}',
+            f'incubation.num_modules={NUM_MODULES}',
+            f'train_dataloader.dataset.indices={round(train_images * setting.fraction)}']
+
+
+def commands(setting: Setting, method: str, schedule: Schedule, config: Path, train_images: int,
+             out: Path) -> list[list[str]]:
+    """The ``tools/train.py`` command lines of one method at one setting (incubation: one per variant)."""
+    train = [sys.executable, str(ROOT / 'tools' / 'train.py'), str(config)]
+    work_dir = out / setting.name(schedule) / method
+    if method in ('scratch', 'grown'):
+        epochs = [f'incubation.meta.train_cfg.max_epochs={schedule.meta}',
+                  f'incubation.incubate.train_cfg.max_epochs={schedule.incubate}',
+                  f'incubation.finetune.train_cfg.max_epochs={schedule.finetune}',
+                  f'incubation.module_init={"meta" if method == "grown" else "scratch"}']
+        return [[*train, '--phase', 'meta', 'incubate', 'assemble', 'finetune', '--work-dir', str(work_dir),
+                 '--cfg-options', *common_options(setting, setting.depth, train_images), *epochs]]
+    blocks, epochs = e2e_runs(setting, schedule)[method]
+    return [[*train, '--phase', 'e2e', '--work-dir', str(work_dir), '--cfg-options',
+             *common_options(setting, blocks, train_images), f'incubation.e2e.train_cfg.max_epochs={epochs}']]
+
+
+def product(work_dir: Path, method: str) -> Path:
+    return work_dir / ('finetune/finetuned.pth' if method in ('scratch', 'grown') else 'e2e/e2e.pth')
+
+
+def run_method(setting: Setting, method: str, schedule: Schedule, config: Path, train_images: int, out: Path,
+               threads: int) -> dict:
+    """Train (or reuse) one method at one setting; ``grown`` copies the scratch run's meta model first."""
+    work_dir = out / setting.name(schedule) / method
+    if not product(work_dir, method).is_file():
+        if method == 'grown':  # same meta model as the scratch run: only module initialisation differs
+            meta = out / setting.name(schedule) / 'scratch' / 'meta'
+            if not (meta / 'meta.pth').is_file():
+                raise FileNotFoundError(f'{meta / "meta.pth"}: the scratch run must train the meta model first')
+            if not (work_dir / 'meta' / 'meta.pth').is_file():
+                shutil.copytree(meta, work_dir / 'meta', dirs_exist_ok=True)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        with open(work_dir / 'run.log', 'a') as log:
+            for command in commands(setting, method, schedule, config, train_images, out):
+                subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
+    result = method_results(work_dir)['e2e' if method not in ('scratch', 'grown') else 'incubation']
+    print(f'  {setting.name(schedule)} {method:<15} top-1 {result["top1"]:6.2f}  '
+          f'cost {result["cost"] / 1e6:6.2f} M  {result["wall_seconds"]:5.0f} s', flush=True)
+    return dict(setting=asdict(setting), method=method, schedule=asdict(schedule), **result)
+
+
+def plan(depths: list[int], seeds: list[int], budgets: list[float], main_depth: int, main_budget: float,
+         fractions: list[float], refs: bool) -> list[tuple[Setting, str]]:
+    """Every (setting, method) once: all methods at every depth and budget (first seed), every seed at the
+    main setting, the other data fractions at the main setting (first seed); references at the main depth."""
+    settings = [Setting(d, seeds[0], 1.0, b) for d in depths for b in budgets]
+    settings += [Setting(main_depth, s, 1.0, main_budget) for s in seeds[1:]]
+    settings += [Setting(main_depth, seeds[0], f, main_budget) for f in fractions if f != 1.0]
+    jobs = []
+    for setting in dict.fromkeys(settings):
+        methods = METHODS if refs and setting.depth == main_depth else METHODS[:3]
+        jobs += [(setting, method) for method in methods]
+    return jobs
+
+
+def run_all(jobs: list[tuple[Setting, str]], schedules: dict, args: argparse.Namespace) -> list[dict]:
+    """Run the jobs on ``args.jobs`` workers; a ``grown`` job waits for its setting's ``scratch`` job."""
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {}
+        for setting, method in sorted(jobs, key=lambda job: job[1] == 'grown'):  # scratch runs are queued first
+            def job(setting=setting, method=method):
+                if method == 'grown' and (setting, 'scratch') in futures:
+                    futures[setting, 'scratch'].result()
+                return run_method(setting, method, schedules[setting], args.config, args.train_images, args.out,
+                                  threads)
+            futures[setting, method] = pool.submit(job)
+        return [future.result() for future in futures.values()]
+
+
+def summarize(records: list[dict]) -> list[dict]:
+    """One row per (depth, fraction, budget, method): mean and spread over seeds."""
+    groups: dict[tuple, list[dict]] = {}
+    for record in records:
+        s = record['setting']
+        groups.setdefault((s['depth'], s['fraction'], s['budget'], record['method']), []).append(record)
+    rows = []
+    for (depth, fraction, budget, method), found in sorted(groups.items(), key=lambda item: (
+            item[0][0], -item[0][1], item[0][2], METHODS.index(item[0][3]))):
+        top1, std = mean_std([r['top1'] for r in found])
+        rows.append(dict(depth=depth, fraction=fraction, budget=budget, method=method, top1_mean=top1, top1_std=std,
+                         top1=[r['top1'] for r in found], seeds=[r['setting']['seed'] for r in found],
+                         cost=statistics.fmean(r['cost'] for r in found),
+                         wall_seconds=statistics.fmean(r['wall_seconds'] for r in found)))
+    return rows
+
+
+def verdicts(rows: list[dict]) -> list[str]:
+    """Per setting: the best of the three ways to train the deep model, and its margin over the others."""
+    lines = []
+    settings = dict.fromkeys((r['depth'], r['fraction'], r['budget']) for r in rows)
+    for depth, fraction, budget in settings:
+        found = {r['method']: r for r in rows if (r['depth'], r['fraction'], r['budget']) == (depth, fraction, budget)}
+        ranked = sorted((m for m in ('scratch', 'grown', 'e2e') if m in found), key=lambda m: -found[m]['top1_mean'])
+        margins = ', '.join(f'{found[ranked[0]]["top1_mean"] - found[m]["top1_mean"]:+.2f} over {LABELS[m]}'
+                            for m in ranked[1:])
+        refs = [m for m in ('meta', 'shallow') if m in found and found[m]['top1_mean'] > found[ranked[0]]['top1_mean']]
+        lines.append(f'depth {depth}, {round(fraction * 100)}% data, budget {budget:g}: {LABELS[ranked[0]]} wins '
+                     f'({margins})' + (f'; but {" and ".join(LABELS[m] for m in refs)} beat(s) it' if refs else ''))
+    return lines
+
+
+def format_table(rows: list[dict]) -> str:
+    header = (f'{"depth":>5}{"data":>6}{"budget":>7}  {"method":<30}{"top-1 mean +- std":>19}{"seeds":>6}'
+              f'{"cost M blk-img":>15}{"wall s":>8}')
+    lines = [header, '-' * len(header)]
+    for r in rows:
+        lines.append(f'{r["depth"]:>5}{round(r["fraction"] * 100):>5}%{r["budget"]:>7g}  {LABELS[r["method"]]:<30}'
+                     f'{r["top1_mean"]:>11.2f} +- {r["top1_std"]:<4.2f}{len(r["seeds"]):>6}'
+                     f'{r["cost"] / 1e6:>15.2f}{r["wall_seconds"]:>8.0f}')
+    return '\n'.join(lines)
+
+
+def plot(rows: list[dict], out_file: Path) -> Path:
+    """One panel per depth: test top-1 against total cost (full data), one line per method."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    depths = sorted({r['depth'] for r in rows})
+    fig, axes = plt.subplots(1, len(depths), figsize=(5.5 * len(depths), 4), dpi=120, squeeze=False)
+    for ax, depth in zip(axes[0], depths):
+        for method in METHODS:
+            points = sorted((r['cost'] / 1e6, r['top1_mean'], r['top1_std']) for r in rows
+                            if r['depth'] == depth and r['fraction'] == 1.0 and r['method'] == method)
+            if points:
+                cost, top1, std = zip(*points)
+                ax.errorbar(cost, top1, yerr=std, marker='o', capsize=3, label=LABELS[method],
+                            linestyle='--' if method in ('meta', 'shallow', 'shallow-epochs') else '-')
+        ax.set(xlabel='training cost (million block-images, all phases)', ylabel='test top-1 (%)',
+               title=f'ViT {depth} blocks x width 32, Fashion-MNIST')
+        ax.grid(alpha=.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_file)
+    plt.close(fig)
+    return out_file
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--config', type=Path, default=CONFIG)
+    parser.add_argument('--depths', type=int, nargs='+', default=[16, 64], help='deep-model depths (multiples of 16)')
+    parser.add_argument('--main-depth', type=int, help='depth of the seeds, data and reference runs (default: deepest)')
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    parser.add_argument('--budgets', type=float, nargs='+', default=[0.5, 1.0, 2.0])
+    parser.add_argument('--fractions', type=float, nargs='+', default=[1.0, 0.25],
+                        help='training-set fractions at the main setting')
+    parser.add_argument('--train-images', type=int, default=5000, help='training set: the first N images')
+    parser.add_argument('--meta-epochs', type=int, default=6)
+    parser.add_argument('--incubate-epochs', type=int, default=2)
+    parser.add_argument('--finetune-epochs', type=int, default=2)
+    parser.add_argument('--no-refs', dest='refs', action='store_false', help='skip the reference runs')
+    parser.add_argument('--jobs', type=int, default=2, help='runs in parallel')
+    parser.add_argument('--out', type=Path, default=ROOT / 'benchmarks' / 'results' / 'where_incubation_wins')
+    args = parser.parse_args(argv)
+    if any(d % 16 for d in args.depths):
+        parser.error(f'--depths {args.depths}: each must split into 4 modules and have a 4x shallower twin '
+                     'of whole modules (multiples of 16)')
+    args.main_depth = args.main_depth or max(args.depths)
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    jobs = plan(args.depths, args.seeds, args.budgets, args.main_depth, 1.0, args.fractions, args.refs)
+    base = (args.meta_epochs, args.incubate_epochs, args.finetune_epochs)
+    schedules = {s: Schedule.equal_cost(*base, s.module_depths()).scaled(s.budget, s.module_depths())
+                 for s, _ in jobs}
+    print(f'{len(jobs)} runs on {args.jobs} workers; training set {args.train_images} images', flush=True)
+    start = time.perf_counter()
+    records = run_all(jobs, schedules, args)
+    rows = summarize(records)
+    table, verdict = format_table(rows), verdicts(rows)
+    png = plot(rows, args.out / 'where_incubation_wins.png')
+    summary = dict(command=' '.join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+                   date=time.strftime('%Y-%m-%d'), machine=describe_machine(),
+                   config=str(args.config.relative_to(ROOT)), train_images=args.train_images, records=records,
+                   rows=rows, verdicts=verdict,
+                   wall_seconds=time.perf_counter() - start)
+    (args.out / 'results.json').write_text(json.dumps(summary, indent=1) + '\n')
+    print(f'\n{table}\n\n' + '\n'.join(verdict) + f'\n\nplot {png}\nresults {args.out / "results.json"}')
+    return summary
+
+
+if __name__ == '__main__':
+    main()
