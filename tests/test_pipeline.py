@@ -127,3 +127,29 @@ def test_train_command_line_selects_phases_and_modules(tmp_path):
         IncubationRunner(cfg, modules=[4])
     all_phases = merge_args(Config.fromfile(DEMO), parse_args([DEMO, '--phase', 'all']))
     assert IncubationRunner.from_cfg(all_phases).phases == ['meta', 'incubate', 'assemble', 'finetune', 'e2e']
+
+
+def test_accuracy_vs_cost_lays_the_incubation_phases_end_to_end(tmp_path):
+    from mmincubation.visualization import accuracy_curves, plot_accuracy_vs_cost
+
+    def record(phase: str, cost: float, offset: float = 0.0, accuracies=(50.0, 60.0)) -> None:
+        history = [dict(epoch=i + 1, cost=offset + cost * (i + 1) / len(accuracies), metrics={'accuracy/top1': a})
+                   for i, a in enumerate(accuracies)]
+        folder = tmp_path / phase.replace('incubate_module_', 'incubate/module_')
+        folder.mkdir(parents=True)
+        (folder / 'phase_record.json').write_text(json.dumps(dict(phase=phase, cost=offset + cost, cost_offset=offset,
+                                                                  history=history)))
+
+    record('meta', 100)
+    record('incubate_module_0', 40)
+    record('incubate_module_1', 60)
+    record('finetune', 200, offset=200)
+    record('e2e', 400)
+    curves = accuracy_curves(tmp_path)
+    assert list(curves) == ['meta model', 'module 0', 'module 1', 'fine-tune', 'end-to-end']
+    assert [c for c, _ in curves['meta model']] == [50, 100]
+    assert [c for c, _ in curves['module 0']] == [120, 140]  # after the meta model
+    assert [c for c, _ in curves['module 1']] == [170, 200]  # after module 0
+    assert [c for c, _ in curves['fine-tune']] == [300, 400]  # the whole pipeline's cost at the end
+    assert [c for c, _ in curves['end-to-end']] == [200, 400]
+    assert plot_accuracy_vs_cost(tmp_path, tmp_path / 'plot.png').stat().st_size > 10_000
