@@ -13,6 +13,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -66,7 +67,7 @@ def ddp_run(tmp_path_factory):
     assert (work_dir / 'meta' / 'meta.pth').is_file()
 
     # Only the distributed run gets the probe. gloo and CPU DDP come from tools/train.py itself
-    # (mmincubation.compat.init_cpu_distributed), as for a user launching dist_train.sh on CPUs.
+    # (mmincubation.launcher.setup_launcher), as for a user launching dist_train.sh on CPUs.
     cfg.custom_imports = dict(imports=['ddp_probe'], allow_failed_imports=False)
     cfg.custom_hooks = [dict(type='DDPProbeHook')]
     config = root / 'tiny_demo.py'
@@ -176,7 +177,7 @@ def test_slurm_launcher_on_cpu_takes_its_rendezvous_from_slurms_variables(tmp_pa
     """``--launcher slurm`` without CUDA: gloo group from SLURM_* (MMEngine's launcher would call set_device)."""
     import torch.distributed as torch_dist
 
-    from mmincubation.compat import init_cpu_distributed
+    from mmincubation.launcher import setup_launcher
     scontrol = tmp_path / 'scontrol'  # `scontrol show hostnames node[07-08]` -> one host per line
     scontrol.write_text('#!/bin/sh\nprintf "localhost\\nnode08\\n"\n')
     scontrol.chmod(0o755)
@@ -192,7 +193,7 @@ def test_slurm_launcher_on_cpu_takes_its_rendezvous_from_slurms_variables(tmp_pa
         monkeypatch.setenv(name, value)
     cfg = Config(dict(launcher='slurm'))
     try:
-        init_cpu_distributed(cfg)
+        setup_launcher(cfg)
         assert torch_dist.is_initialized() and torch_dist.get_backend() == 'gloo'
         assert (torch_dist.get_rank(), torch_dist.get_world_size()) == (0, 1)
         assert (os.environ['MASTER_ADDR'], os.environ['LOCAL_RANK']) == ('localhost', '0')
@@ -200,3 +201,123 @@ def test_slurm_launcher_on_cpu_takes_its_rendezvous_from_slurms_variables(tmp_pa
     finally:
         if torch_dist.is_initialized():
             torch_dist.destroy_process_group()
+
+
+# Several jobs on one node: each launcher must pick a rendezvous port nobody else uses, and a port
+# already taken must end the job with an error naming it, not a hang (e.g. two tools/slurm_train.sh
+# jobs both on 29500: the second one's rank 0 died with EADDRINUSE, its rank 1 joined the first job's
+# rendezvous or waited forever).
+
+# A single-node srun: --ntasks local copies of the command with SLURM's per-task variables, the job id
+# being its own pid unless SLURM_JOB_ID is set. Like the case's, it does not honour --kill-on-bad-exit,
+# so a rank whose rank 0 died must end by itself.
+FAKE_SRUN = """#!/usr/bin/env bash
+n=1; args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --ntasks=*) n=${1#--ntasks=}; shift ;;
+    -p) shift 2 ;;
+    --*=*|--kill-on-bad-exit*) shift ;;
+    *) break ;;
+  esac
+done
+jid=${SLURM_JOB_ID:-$$}
+pids=()
+for i in $(seq 0 $((n-1))); do
+  SLURM_JOB_ID=$jid SLURM_PROCID=$i SLURM_NTASKS=$n SLURM_LOCALID=$i SLURM_NODELIST=localhost "$@" &
+  pids+=($!)
+done
+rc=0; for p in "${pids[@]}"; do wait $p || rc=$?; done; exit $rc
+"""
+FAKE_SCONTROL = '#!/usr/bin/env bash\necho 127.0.0.1\n'
+
+
+@pytest.fixture(scope='module')
+def tiny_e2e(tmp_path_factory):
+    """A 3-iteration E2E phase (192 images, 2 ranks x 32) and an environment with a one-node fake SLURM."""
+    root = tmp_path_factory.mktemp('jobs')
+    data_root = root / 'data'
+    extract_fashion_mnist(DEBIAN_ROOT, data_root)
+    cfg = tiny_demo_cfg(str(data_root), root / 'work')
+    cfg.train_dataloader.dataset.indices = 192  # 3 iterations: past tiny_demo_cfg's 2 warm-up iterations
+    cfg.val_dataloader.dataset.indices = cfg.test_dataloader.dataset.indices = 32
+    cfg.incubation.e2e.train_cfg.max_epochs = 1
+    config = root / 'tiny_e2e.py'
+    cfg.dump(str(config))
+    bin_dir = root / 'bin'
+    bin_dir.mkdir()
+    for name, body in (('srun', FAKE_SRUN), ('scontrol', FAKE_SCONTROL)):
+        (bin_dir / name).write_text(body)
+        (bin_dir / name).chmod(0o755)
+    env = {key: value for key, value in os.environ.items()
+           if key not in ('MASTER_ADDR', 'MASTER_PORT', 'PORT', 'NNODES', 'NODE_RANK', 'RANK', 'WORLD_SIZE',
+                          'LOCAL_RANK', 'RENDEZVOUS_TIMEOUT', 'SRUN_ARGS') and not key.startswith('SLURM_')}
+    env.update(PATH=f'{bin_dir}{os.pathsep}{env["PATH"]}', PYTHON=sys.executable, GPUS='2', CUDA_VISIBLE_DEVICES='',
+               OMP_NUM_THREADS='1')
+    return config, root, env
+
+
+def start(command: list[str], root: Path, env: dict, log: Path) -> subprocess.Popen:
+    with open(log, 'w') as out:  # a session of its own, so that a hung job can be ended with all its ranks
+        return subprocess.Popen(command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def finish(process: subprocess.Popen, timeout: float) -> int | None:
+    """The exit status, or None (every process of the job killed) if it is still running after timeout."""
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)
+        process.wait()
+        return None
+
+
+def test_two_slurm_train_jobs_sharing_a_node_both_train(tiny_e2e, tmp_path):
+    config, root, env = tiny_e2e
+    jobs = []
+    for name in ('a', 'b'):
+        command = ['bash', str(REPO / 'tools' / 'slurm_train.sh'), 'part', f'job{name}', str(config),
+                   str(tmp_path / name), '--phase', 'e2e']
+        jobs.append(start(command, root, env, tmp_path / f'{name}.log'))
+        time.sleep(1)
+    codes = [finish(job, 240) for job in jobs]
+    logs = {name: (tmp_path / f'{name}.log').read_text() for name in 'ab'}
+    assert codes == [0, 0], f'exit status {codes} (None: hung)\n' + '\n'.join(
+        f'--- job {name}:\n{log[-3000:]}' for name, log in logs.items())
+    for name in 'ab':
+        assert (tmp_path / name / 'e2e' / 'e2e.pth').is_file(), logs[name][-3000:]
+        assert 'Distributed training: True' in logs[name] and f'GPU number: {WORLD}' in logs[name]
+
+
+def test_slurm_train_on_a_taken_port_fails_fast_naming_it(tiny_e2e, tmp_path):
+    config, root, env = tiny_e2e
+    with socket.socket() as holder:  # another program listens on the port and never answers
+        holder.bind(('127.0.0.1', 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        command = ['bash', str(REPO / 'tools' / 'slurm_train.sh'), 'part', 'taken', str(config), str(tmp_path / 'w'),
+                   '--phase', 'e2e']
+        started = time.monotonic()
+        job = start(command, root, dict(env, MASTER_PORT=str(port), RENDEZVOUS_TIMEOUT='10'), tmp_path / 'job.log')
+        code = finish(job, 90)
+        elapsed = time.monotonic() - started
+    log = (tmp_path / 'job.log').read_text()
+    assert code not in (0, None), f'exit status {code} (None: hung)\n{log[-4000:]}'
+    assert elapsed < 60, log[-4000:]
+    assert f'port {port} is already in use' in log and 'MASTER_PORT' in log, log[-4000:]  # rank 0
+    assert f'could not meet rank 0 at 127.0.0.1:{port}' in log, log[-4000:]  # rank 1, after RENDEZVOUS_TIMEOUT
+    assert 'Traceback' not in log, log[-4000:]
+
+
+def test_two_dist_train_runs_at_once_both_finish(tiny_e2e, tmp_path):
+    """Without PORT, every single-node tools/dist_train.sh gets a free port of its own (torchrun --standalone)."""
+    config, root, env = tiny_e2e
+    runs = [start(['bash', str(REPO / 'tools' / 'dist_train.sh'), str(config), str(WORLD), '--work-dir',
+                   str(tmp_path / name), '--phase', 'e2e'], root, env, tmp_path / f'{name}.log') for name in 'ab']
+    codes = [finish(run, 240) for run in runs]
+    logs = {name: (tmp_path / f'{name}.log').read_text() for name in 'ab'}
+    assert codes == [0, 0], f'exit status {codes} (None: hung)\n' + '\n'.join(
+        f'--- run {name}:\n{log[-3000:]}' for name, log in logs.items())
+    for name in 'ab':
+        assert (tmp_path / name / 'e2e' / 'e2e.pth').is_file(), logs[name][-3000:]

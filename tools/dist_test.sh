@@ -4,7 +4,8 @@
 #   tools/dist_test.sh CONFIG CHECKPOINT GPUS [tools/test.py args]
 #   tools/dist_test.sh configs/incubate_vit_b.py work_dirs/incubate_vit_b/finetune/finetuned.pth 8
 #
-# Multi-node: NNODES, NODE_RANK, MASTER_ADDR and PORT as for tools/dist_train.sh (see tools/dist_launch.sh).
+# The rendezvous port (free on one node, PORT to force one) and multi-node runs (NNODES, NODE_RANK,
+# MASTER_ADDR, PORT) as for tools/dist_train.sh (see tools/dist_launch.sh).
 set -euo pipefail
 
 if [ $# -lt 3 ]; then

@@ -4,7 +4,9 @@
 #   tools/dist_train.sh CONFIG GPUS [tools/train.py args]
 #   tools/dist_train.sh configs/incubate_vit_b.py 8 --phase incubate --module 2
 #
-# Multi-node: run on every node with NNODES, NODE_RANK (0 on the master), MASTER_ADDR and PORT set,
+# On one node torchrun picks a free rendezvous port itself (PORT=N forces one), so several runs can
+# share a machine. Multi-node: run on every node with NNODES, NODE_RANK (0 on the master), MASTER_ADDR
+# and PORT set (a PORT already in use on the master node stops the launch with a message naming it),
 #   NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 PORT=29500 tools/dist_train.sh CONFIG 8
 # PYTHON selects the interpreter (default: `python` on PATH). The launch itself: tools/dist_launch.sh.
 set -euo pipefail

@@ -23,6 +23,8 @@
 #   E2E=1                     also submit the E2E baseline
 #   SBATCH_ARGS, SRUN_ARGS    extra options for every sbatch / srun (e.g. "--time=72:00:00 -A proj")
 #   PYTHON (python)           interpreter, on the login node (to read K) and in the jobs
+#   MASTER_PORT, RENDEZVOUS_TIMEOUT   as for tools/slurm_train.sh: leave MASTER_PORT unset, each job
+#                             (each array task) then rendezvous on a port derived from its own job id
 #   DRY_RUN=1                 print the sbatch commands and job scripts instead of submitting
 set -euo pipefail
 
@@ -82,9 +84,6 @@ job_script() {
     printf '#!/usr/bin/env bash\nset -euo pipefail\n'
     # shellcheck disable=SC2016
     printf 'export PYTHONPATH=%q${PYTHONPATH:+:$PYTHONPATH}\n' "$ROOT"
-    # Jobs sharing a node (array tasks) need distinct rendezvous ports: derive one from the job id.
-    # shellcheck disable=SC2016
-    printf 'export MASTER_PORT=${MASTER_PORT:-$((20000 + ${SLURM_JOB_ID:-0} %% 20000))}\n'
     printf 'srun --kill-on-bad-exit=1'
     [ -n "$SRUN_ARGS" ] && printf ' %s' "$SRUN_ARGS"
     for arg in "$PYTHON" -u "$ROOT/tools/train.py" "$CONFIG" --launcher slurm "${PY_ARGS[@]}" "$@"; do

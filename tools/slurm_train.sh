@@ -5,8 +5,11 @@
 #       tools/slurm_train.sh PARTITION JOB_NAME CONFIG [WORK_DIR] [tools/train.py args]
 #   GPUS=16 tools/slurm_train.sh gpu vitb configs/incubate_vit_b.py --phase finetune
 #
-# One task per GPU; MMEngine's slurm launcher reads the rank and master node from SLURM's variables
-# (MASTER_PORT picks the port, default 29500). WORK_DIR (mmpretrain's 4th argument) is optional:
+# One task per GPU; MMEngine's slurm launcher reads the rank and master node from SLURM's variables.
+# The rendezvous port is derived from SLURM_JOB_ID and SLURM_STEP_ID (mmincubation/launcher.py), so
+# jobs and job steps sharing a node do not collide; MASTER_PORT forces one. A port that another
+# program holds ends the job with an error naming it; ranks that cannot meet give up after
+# RENDEZVOUS_TIMEOUT seconds (300). WORK_DIR (mmpretrain's 4th argument) is optional:
 # without it tools/train.py uses --work-dir or work_dirs/<config name>. To run a whole incubation
 # pipeline as dependent jobs (modules in parallel), see tools/slurm_incubate.sh.
 set -euo pipefail

@@ -15,10 +15,10 @@ from mmengine.runner import Runner
 
 import mmincubation  # noqa: F401
 from mmincubation.checkpoint import load_fitting
-from mmincubation.compat import init_cpu_distributed
 from mmincubation.engine.runner import build_layout, phase_config
 from mmincubation.engine.runner.cli import exit_on_bad_input, load_config
 from mmincubation.engine.runner.fit_checks import full_model_shapes
+from mmincubation.launcher import setup_launcher
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
                  num_modules=num_modules)
     cfg.launcher = args.launcher
     cfg.load_from, cfg.resume = args.checkpoint, False
-    init_cpu_distributed(cfg)
+    setup_launcher(cfg)
     return Runner.from_cfg(cfg).test()
 
 

@@ -15,10 +15,10 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmincubation  # noqa: F401  (compatibility fixes and registries)
-from mmincubation.compat import init_cpu_distributed
 from mmincubation.engine.runner import PHASES
 from mmincubation.engine.runner.cli import exit_on_bad_input, merge_config_args
 from mmincubation.engine.runner.fit_checks import check_pretrained_backbone
+from mmincubation.launcher import setup_launcher
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -75,7 +75,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = merge_args(Config.fromfile(args.config), args)
-    init_cpu_distributed(cfg)
+    setup_launcher(cfg)
     if 'runner_type' not in cfg:
         check_pretrained_backbone(cfg)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)

@@ -10,6 +10,7 @@ from typing import ParamSpec, TypeVar
 from mmengine.config import Config
 
 from ...checkpoint import CheckpointError
+from ...launcher import RendezvousError
 from ...layout import LayoutError
 
 P = ParamSpec('P')
@@ -40,14 +41,15 @@ def load_config(args: argparse.Namespace, *subdirs: str, keep_work_dir: bool = F
 
 
 def exit_on_bad_input(main: Callable[P, R]) -> Callable[P, R]:
-    """Turn a bad file or config (:class:`CheckpointError`, :class:`LayoutError`) into a one-line exit.
+    """Turn a bad file or config (:class:`CheckpointError`, :class:`LayoutError`) or a rendezvous that
+    cannot happen (:class:`RendezvousError`: port taken, ranks missing) into a one-line exit.
 
-    The message already names the file and what was expected; a traceback would only bury it.
+    The message already names the file or port and what was expected; a traceback would only bury it.
     """
     @functools.wraps(main)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return main(*args, **kwargs)
-        except (CheckpointError, LayoutError) as error:
+        except (CheckpointError, LayoutError, RendezvousError) as error:
             raise SystemExit(f'error: {error}') from error
     return wrapper
