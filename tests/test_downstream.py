@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from pathlib import Path
 
 import pytest
@@ -468,3 +469,145 @@ def test_train_tool_refuses_a_downstream_backbone_checkpoint_that_does_not_fit(f
     with pytest.raises(SystemExit, match=r'^error: checkpoint .*wide.pth \(keys backbone.\*\) does not fit'):
         train([str(tmp_path / 'det.py')])
     assert not (tmp_path / 'work').exists()
+
+
+# ------------------------------------------------------------------------ UperNet ViT-H/14: exact strides
+# Where each level of the UperNet's feature pyramid lands (issue: ViT-H/14 UperNet misaligned): token i of a
+# patch-p map covers pixels [p*i, p*(i+1)) of the batch (PatchEmbed pads bottom/right to a multiple of p), so its
+# centre is pixel p*i + p/2; MultiLevelNeck resizes the four maps by its scale factors, and the heads resize their
+# logits to the label size (training) or to pad_shape / img_shape (predict_by_feat) without looking at strides.
+# Every cell j of level k must therefore be centred on pixel (p / scale_k) * (j + 1/2), and after the heads'
+# resizes pixel x must get the feature of pixel x. Checked on a map whose channels hold the token centres, with
+# the neck's convolutions taken out, for the batch sizes the configs produce (read from them).
+SEG_CONFIGS = sorted(DOWNSTREAM.glob('upernet_*.py'))
+
+
+def _seg_batches(cfg: Config, phase: str) -> list[tuple[tuple[int, int], tuple[int, int], tuple[int, int]]]:
+    """(batch size, size the heads resize their logits to, label area) of the batches a UperNet config makes.
+
+    Runs the config's SegDataPreProcessor and takes the target size as mmseg does: the loss resizes to the
+    (padded) label size; predict_by_feat to pad_shape or img_shape, and postprocess_result crops the padding off.
+    Training: RandomCrop's crop and crops of smaller images. Test ('whole' mode): images after the keep-ratio
+    Resize: the 28 sides up to the short side (every residue modulo 2 x 14), some shorter and longer ones up to
+    the long side, each once as a height and once as a width.
+    """
+    from types import SimpleNamespace
+
+    from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+    from mmseg.structures import SegDataSample
+    models = _registry(cfg)
+    preprocessor = models.build(copy.deepcopy(cfg.model.data_preprocessor))
+    ignore = {cfg.model.decode_head.get('ignore_index', 255), cfg.model.auxiliary_head.get('ignore_index', 255)}
+    seg_pad_val = cfg.model.data_preprocessor.get('seg_pad_val', 255)
+    batches = []
+    if phase == 'train':
+        crops = [t.crop_size for t in cfg.train_dataloader.dataset.pipeline if t.type == 'RandomCrop']
+        assert len(crops) == 1, crops
+        crop_h, crop_w = crops[0]
+        for h, w in {(crop_h, crop_w), (crop_h - 1, crop_w), (300, crop_w), (crop_h, 417), (13, 29)}:
+            label = torch.randint(0, 150, (1, h, w))
+            sample = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w)))
+            sample.gt_sem_seg = PixelData(data=label.clone())
+            data = preprocessor(dict(inputs=[torch.zeros(3, h, w, dtype=torch.uint8)], data_samples=[sample]),
+                                training=True)
+            seg = data['data_samples'][0].gt_sem_seg.data
+            assert torch.equal(seg[:, :h, :w], label)
+            padded = torch.ones_like(seg, dtype=torch.bool)
+            padded[:, :h, :w] = False
+            assert ignore == {seg_pad_val}  # padded label pixels are ignored by both heads' losses
+            assert (seg[padded] == seg_pad_val).all()
+            assert seg.shape[-2:] == data['inputs'].shape[-2:]
+            batches.append((tuple(data['inputs'].shape[-2:]), tuple(seg.shape[-2:]), (h, w)))
+        return batches
+    assert cfg.model.test_cfg.mode == 'whole', 'slide crops: check the crop sizes like the whole images'
+    scales = [t.scale for t in cfg.test_dataloader.dataset.pipeline if t.type == 'Resize']
+    assert len(scales) == 1 and cfg.test_dataloader.dataset.pipeline == cfg.val_dataloader.dataset.pipeline
+    short, long = min(scales[0]), max(scales[0])
+    sides = sorted(set(range(short - 27, short + 1)) | {27, 28, 29, 100, 683, 1000, long - 1, long})
+    head = SimpleNamespace(align_corners=cfg.model.decode_head.align_corners)
+    for h, w in zip(sides, reversed(sides)):
+        sample = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w)))
+        data = preprocessor(dict(inputs=[torch.zeros(3, h, w, dtype=torch.uint8)], data_samples=[sample]))
+        meta = data['data_samples'][0].metainfo
+        size = tuple(data['inputs'].shape[-2:])
+        target = tuple(BaseDecodeHead.predict_by_feat(head, torch.zeros(1, 1, 2, 2), [meta]).shape[-2:])
+        left, right, top, bottom = meta.get('img_padding_size', meta.get('padding_size', [0] * 4))
+        assert left == top == 0  # padding only at the bottom/right, as the PatchEmbed's
+        batches.append((size, target, (int(target[0] - bottom), int(target[1] - right))))
+    return batches
+
+
+def _seg_level_errors(cfg: Config, batch: tuple, pyramid: torch.nn.Module) -> list[float]:
+    """Max |pixel centre held - pixel centre wanted| per level of the UperNet's pyramid, in px.
+
+    ``pyramid`` (a MultiLevelNeck built from the config with its convolutions taken out) gets the token-centre
+    map of the batch; each level is checked on its own cells, resized to the heads' target size as the FCN head
+    and the loss / predict_by_feat do, and through UPerHead's fusion (resized to level 0's size first), over the
+    label area. Bilinear resizing repeats the border value outside the outermost centres, for any patch size,
+    so pixels within half a token plus half a cell of the batch border are left out.
+    """
+    from mmseg.models.utils import resize
+    (height, width), target, (area_h, area_w) = batch
+    p = cfg.model.backbone.patch_size
+    align = cfg.model.decode_head.align_corners
+    n_h, n_w = -(-height // p), -(-width // p)
+    x_centre = (p * torch.arange(n_w) + p / 2).view(1, n_w).expand(n_h, n_w)  # float32: ~2e-4 px at 2048 px
+    y_centre = (p * torch.arange(n_h) + p / 2).view(n_h, 1).expand(n_h, n_w)
+    fmap = torch.stack([x_centre, y_centre])[None]
+    levels = pyramid([fmap] * 4)
+    strides = [p / scale for scale in cfg.model.neck.scales]
+
+    def error(values: torch.Tensor, cell: float, margin: float) -> float:
+        """values: (1, 2, H', W') on a grid of ``cell`` px; checked where the centre is inside the margin."""
+        def kept(n_cells: int, n_tokens: int, area: int) -> slice:  # the cells whose centre is checked
+            first = max(math.ceil(margin / cell - 0.5), 0)
+            last = min(math.floor((n_tokens * p - margin) / cell - 0.5), math.ceil(area / cell - 0.5) - 1, n_cells - 1)
+            return slice(first, max(last + 1, first))
+
+        rows, cols = kept(values.shape[-2], n_h, area_h), kept(values.shape[-1], n_w, area_w)
+        values = values[0, :, rows, cols]
+        if values.numel() == 0:  # a label area smaller than the border band
+            return 0.
+        xs = cell * (torch.arange(cols.start, cols.stop, dtype=values.dtype) + 0.5)
+        ys = cell * (torch.arange(rows.start, rows.stop, dtype=values.dtype) + 0.5)
+        return max((values[0] - xs.view(1, -1)).abs().max().item(), (values[1] - ys.view(-1, 1)).abs().max().item())
+
+    errors = []
+    for level, stride in zip(levels, strides):
+        margin = p / 2 + stride / 2
+        errs = [error(level, stride, margin)]
+        errs.append(error(resize(level, size=target, mode='bilinear', align_corners=align), 1.0, margin))
+        fused = resize(level, size=levels[0].shape[2:], mode='bilinear', align_corners=align)  # UPerHead
+        errs.append(error(resize(fused, size=target, mode='bilinear', align_corners=align), 1.0, margin + strides[0]))
+        errors.append(max(errs))
+    return errors
+
+
+def _coordinate_pyramid(cfg: Config):
+    """The config's MultiLevelNeck on a 2-channel map (x, y), its 1x1 and 3x3 convolutions taken out."""
+    neck_cfg = copy.deepcopy(cfg.model.neck)
+    neck_cfg.update(in_channels=[2] * len(neck_cfg.in_channels), out_channels=2)
+    neck = _registry(cfg).build(neck_cfg)
+    neck.lateral_convs = torch.nn.ModuleList(torch.nn.Identity() for _ in neck.lateral_convs)
+    neck.convs = torch.nn.ModuleList(torch.nn.Identity() for _ in neck.convs)
+    return neck
+
+
+@pytest.mark.parametrize('path, phase', [(path, phase) for path in SEG_CONFIGS for phase in ('train', 'test')],
+                         ids=lambda x: getattr(x, 'stem', x))
+def test_upernet_levels_sit_where_their_strides_say(path, phase, monkeypatch):
+    monkeypatch.delenv('INCUBATED_CHECKPOINT', raising=False)
+    cfg = Config.fromfile(str(path))
+    assert cfg.model.neck.type == 'MultiLevelNeck' and cfg.model.backbone.out_type == 'featmap'
+    pyramid = _coordinate_pyramid(cfg)
+    batches = _seg_batches(cfg, phase)
+    errors = {batch: max(_seg_level_errors(cfg, batch, pyramid)) for batch in batches}
+    assert max(errors.values()) < 0.01, {batch: e for batch, e in errors.items() if e >= 0.01}
+    p = cfg.model.backbone.patch_size
+    for size, target, _ in batches:
+        assert all(side % (2 * p) == 0 for side in size), size  # the x0.5 level needs an even token count
+        assert target == size  # the heads resize to the whole batch, padding included, never stretch it
+    if phase == 'train':  # the ViT's position grid is the training token grid: no resizing every step
+        img_size = cfg.model.backbone.img_size
+        grid = (-(-img_size[0] // p), -(-img_size[1] // p))  # PatchEmbed's init_out_size
+        assert {(-(-size[0] // p), -(-size[1] // p)) for size, _, _ in batches} == {grid}

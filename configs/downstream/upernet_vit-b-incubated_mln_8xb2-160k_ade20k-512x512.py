@@ -17,8 +17,12 @@ custom_imports = dict(
 
 crop_size = (512, 512)
 
+# The heads resize their logits to pad_shape: exact only when the tokens cover exactly the padded image, so
+# the whole-image test pads to a multiple of 32 (2 patches: the x0.5 level needs an even token count);
+# mmseg crops the padding off before the metric. Training crops are 512 (32 tokens): exact already.
 model = dict(
     pretrained=None,
+    data_preprocessor=dict(test_cfg=dict(size_divisor=32)),
     backbone=dict(_base_.vit_b_backbone, _delete_=True, img_size=crop_size, out_indices=(3, 5, 7, 11)),
     neck=dict(in_channels=[768, 768, 768, 768], out_channels=768, scales=[4, 2, 1, 0.5]),
     decode_head=dict(in_channels=[768, 768, 768, 768], num_classes=150),
