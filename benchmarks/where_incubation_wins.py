@@ -121,7 +121,8 @@ def run_method(setting: Setting, method: str, schedule: Schedule, config: Path, 
             if not (work_dir / 'meta' / 'meta.pth').is_file():
                 shutil.copytree(meta, work_dir / 'meta', dirs_exist_ok=True)
         work_dir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+                   PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]))  # this checkout's code
         with open(work_dir / 'run.log', 'a') as log:
             for command in commands(setting, method, schedule, config, train_images, out):
                 subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
@@ -133,10 +134,11 @@ def run_method(setting: Setting, method: str, schedule: Schedule, config: Path, 
 
 def plan(depths: list[int], seeds: list[int], budgets: list[float], main_depth: int, main_budget: float,
          fractions: list[float], refs: bool) -> list[tuple[Setting, str]]:
-    """Every (setting, method) once: all methods at every depth and budget (first seed), every seed at the
-    main setting, the other data fractions at the main setting (first seed); references at the main depth."""
-    settings = [Setting(d, seeds[0], 1.0, b) for d in depths for b in budgets]
-    settings += [Setting(main_depth, s, 1.0, main_budget) for s in seeds[1:]]
+    """Every (setting, method) once, in the order they run: every seed at the main setting, all methods at
+    every depth and budget (first seed), the other data fractions at the main setting (first seed);
+    references at the main depth."""
+    settings = [Setting(main_depth, s, 1.0, main_budget) for s in seeds]  # the main setting first
+    settings += [Setting(d, seeds[0], 1.0, b) for d in sorted(depths, reverse=True) for b in budgets]
     settings += [Setting(main_depth, seeds[0], f, main_budget) for f in fractions if f != 1.0]
     jobs = []
     for setting in dict.fromkeys(settings):
@@ -150,7 +152,10 @@ def run_all(jobs: list[tuple[Setting, str]], schedules: dict, args: argparse.Nam
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {}
-        for setting, method in sorted(jobs, key=lambda job: job[1] == 'grown'):  # scratch runs are queued first
+        # Each setting's grown run last, so that its scratch run (which trains the shared meta model) has
+        # usually finished when a worker takes it.
+        for setting, method in sorted(jobs, key=lambda job: (list(dict.fromkeys(s for s, _ in jobs)).index(job[0]),
+                                                             job[1] == 'grown')):
             def job(setting=setting, method=method):
                 if method == 'grown' and (setting, 'scratch') in futures:
                     futures[setting, 'scratch'].result()
