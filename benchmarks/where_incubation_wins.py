@@ -15,7 +15,7 @@ references at the deep setting (where a user must see whether the deep model pay
   shallow-epochs  the shallow twin at E2E's *epochs* (a quarter of the cost): if the deep model is no
             better at equal epochs, E2E training of the deep model is what is hard
 
-    python benchmarks/where_incubation_wins.py              # the README's grid, ~1 h on 2 CPU cores
+    python benchmarks/where_incubation_wins.py              # the README's grid, ~1 h on 2 idle CPU cores
     python benchmarks/where_incubation_wins.py --depths 16 --seeds 0 --budgets 1 --no-refs   # a quick look
 
 Runs share the cores as ``--jobs`` processes of ``cores / jobs`` threads each (tiny models scale
@@ -243,7 +243,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--budgets', type=float, nargs='+', default=[0.5, 1.0, 2.0])
     parser.add_argument('--fractions', type=float, nargs='+', default=[1.0, 0.25],
                         help='training-set fractions at the main setting')
-    parser.add_argument('--train-images', type=int, default=5000, help='training set: the first N images')
+    parser.add_argument('--train-images', type=int, default=2500, help='training set: the first N images')
     parser.add_argument('--meta-epochs', type=int, default=6)
     parser.add_argument('--incubate-epochs', type=int, default=2)
     parser.add_argument('--finetune-epochs', type=int, default=2)
