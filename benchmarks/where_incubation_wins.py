@@ -134,17 +134,17 @@ def run_method(setting: Setting, method: str, schedule: Schedule, config: Path, 
 
 def plan(depths: list[int], seeds: list[int], budgets: list[float], main_depth: int, main_budget: float,
          fractions: list[float], refs: bool) -> list[tuple[Setting, str]]:
-    """Every (setting, method) once, in the order they run: every seed at the main setting, all methods at
-    every depth and budget (first seed), the other data fractions at the main setting (first seed);
-    references at the main depth."""
-    settings = [Setting(main_depth, s, 1.0, main_budget) for s in seeds]  # the main setting first
-    settings += [Setting(d, seeds[0], 1.0, b) for d in sorted(depths, reverse=True) for b in budgets]
-    settings += [Setting(main_depth, seeds[0], f, main_budget) for f in fractions if f != 1.0]
-    jobs = []
-    for setting in dict.fromkeys(settings):
-        methods = METHODS if refs and setting.depth == main_depth else METHODS[:3]
-        jobs += [(setting, method) for method in methods]
-    return jobs
+    """Every (setting, method) once, in the order they run: every seed at the main setting, then (cheapest
+    first) every depth and budget (first seed) and the other data fractions at the main setting (first
+    seed); then the references at the main depth, first seed, full data, every budget."""
+    others = [Setting(d, seeds[0], 1.0, b) for d in depths for b in budgets]
+    others += [Setting(main_depth, seeds[0], f, main_budget) for f in fractions if f != 1.0]
+    settings = [Setting(main_depth, s, 1.0, main_budget) for s in seeds]  # the main setting first, then cheap first
+    settings = list(dict.fromkeys(settings + sorted(others, key=lambda s: s.depth * s.budget * s.fraction)))
+    jobs = [(setting, method) for setting in settings for method in METHODS[:3]]
+    # The references last (the meta model's many short epochs are slow for their cost): first seed, main depth.
+    return jobs + [(setting, method) for setting in settings for method in METHODS[3:]
+                   if refs and setting.depth == main_depth and setting.seed == seeds[0] and setting.fraction == 1.0]
 
 
 def run_all(jobs: list[tuple[Setting, str]], schedules: dict, args: argparse.Namespace) -> list[dict]:
@@ -152,10 +152,7 @@ def run_all(jobs: list[tuple[Setting, str]], schedules: dict, args: argparse.Nam
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {}
-        # Each setting's grown run last, so that its scratch run (which trains the shared meta model) has
-        # usually finished when a worker takes it.
-        for setting, method in sorted(jobs, key=lambda job: (list(dict.fromkeys(s for s, _ in jobs)).index(job[0]),
-                                                             job[1] == 'grown')):
+        for setting, method in jobs:  # a setting's grown run comes after its scratch run (plan order)
             def job(setting=setting, method=method):
                 if method == 'grown' and (setting, 'scratch') in futures:
                     futures[setting, 'scratch'].result()

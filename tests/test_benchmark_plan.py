@@ -111,7 +111,11 @@ def test_where_incubation_wins_plans_the_grid_once_and_its_overrides_reach_the_p
     jobs = plan([16, 64], [0, 1, 2], [0.5, 1.0, 2.0], 64, 1.0, [1.0, 0.25], refs=True)
     assert len(jobs) == len(set(jobs))
     deep_main = [m for s, m in jobs if s == Setting(64, 0, 1.0, 1.0)]
-    assert deep_main == list(METHODS)  # references only at the main depth
+    assert deep_main == list(METHODS)  # references at the main depth, first seed, full data
+    assert [m for s, m in jobs if s == Setting(64, 1, 1.0, 1.0)] == ['scratch', 'grown', 'e2e']
+    assert {m for s, m in jobs if s == Setting(64, 0, 0.25, 1.0)} == {'scratch', 'grown', 'e2e'}
+    assert {m for s, m in jobs[:3]} == {'scratch', 'grown', 'e2e'} and jobs[-1][1] == 'shallow-epochs'
+    assert [m for _, m in jobs].index('grown') > [m for _, m in jobs].index('scratch')
     assert {s.seed for s, _ in jobs if (s.depth, s.budget, s.fraction) == (64, 1.0, 1.0)} == {0, 1, 2}
     assert {s.seed for s, _ in jobs if s.depth == 16} == {0} and {s.fraction for s, _ in jobs} == {1.0, 0.25}
     assert [m for s, m in jobs if s == Setting(16, 0, 1.0, 0.5)] == ['scratch', 'grown', 'e2e']
