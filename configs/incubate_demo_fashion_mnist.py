@@ -34,10 +34,9 @@ incubation = dict(
     num_modules=num_modules,
     meta=dict(train_cfg=dict(max_epochs=meta_epochs)),
     incubate=dict(train_cfg=dict(max_epochs=incubate_epochs), model=dict(backbone=dict(drop_path_rate=0.1))),
-    finetune=dict(
+    finetune=dict(  # as the official fine-tuning: no warm-up, no gradient clipping
         train_cfg=dict(max_epochs=finetune_epochs),
         model=dict(backbone=dict(drop_path_rate=0.1)),
-        optim_wrapper=dict(clip_grad=dict(max_norm=1.0)),
-        param_scheduler=[dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=0)]),
+        param_scheduler=_base_.no_warmup_param_scheduler),
     e2e=dict(train_cfg=dict(max_epochs=e2e_epochs), model=dict(backbone=dict(drop_path_rate=0.1))),
 )

@@ -13,7 +13,4 @@ dmt_warmup_iters = 10
 
 incubation = dict(
     dmt=dict(seed=0),
-    incubate=dict(
-        param_scheduler=[
-            dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=dmt_warmup_iters),
-            dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=dmt_warmup_iters)]))
+    incubate=dict(param_scheduler=[dict(_base_.param_scheduler[0], warmup=dmt_warmup_iters)]))

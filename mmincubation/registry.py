@@ -24,3 +24,4 @@ OPTIM_WRAPPER_CONSTRUCTORS = _child('OPTIM_WRAPPER_CONSTRUCTORS', 'mmincubation.
 DATASETS = _child('DATASETS', 'mmincubation.datasets', 'mmincubation.datasets.dmt_split')
 DATA_SAMPLERS = _child('DATA_SAMPLERS', 'mmincubation.datasets')
 MODELS = _child('MODELS', 'mmincubation.models', 'mmincubation.models.necks')
+PARAM_SCHEDULERS = _child('PARAM_SCHEDULERS', 'mmincubation.engine.schedulers')

@@ -49,3 +49,42 @@ def test_corrupt_source_is_refused_and_nothing_is_written(tmp_path):
 def test_missing_source_names_the_file_and_the_package(tmp_path):
     with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte.gz not found: install Debian's"):
         extract_fashion_mnist(tmp_path / 'nowhere', tmp_path / 'data')
+
+
+@needs_data
+def test_demo_evaluation_sets_are_the_test_images_and_say_so(tmp_path):
+    """Val (2k) and test (10k) sets of the Fashion-MNIST configs read t10k-*, with no warning that they do not."""
+    import logging
+
+    from mmengine.config import Config
+    from mmengine.logging import MMLogger
+    from mmengine.registry import DefaultScope
+    from mmpretrain.registry import DATASETS
+
+    cfg = Config.fromfile(str(Path(__file__).resolve().parents[1] / 'configs' / 'incubate_demo_fashion_mnist.py'))
+    raw = gzip.decompress((Path(DEBIAN_ROOT) / 't10k-labels-idx1-ubyte.gz').read_bytes())
+    test_labels = np.frombuffer(raw, dtype=np.uint8, offset=8).astype(np.int64)  # IDX: 8-byte header
+    warnings = []
+    handler = logging.Handler(level=logging.WARNING)
+    handler.emit = warnings.append
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    try:
+        for loader, size in (('val_dataloader', 2000), ('test_dataloader', 10000)):
+            dataset_cfg = cfg[loader].dataset
+            assert (dataset_cfg.split, dataset_cfg.test_mode) == ('test', True)
+            with DefaultScope.overwrite_default_scope('mmpretrain'):
+                dataset = DATASETS.build(dict(dataset_cfg, data_root=str(tmp_path)))
+            assert len(dataset) == size
+            assert (dataset.get_gt_labels() == test_labels[:size]).all()
+    finally:
+        logger.removeHandler(handler)
+    assert not [record for record in warnings if 'split="train"' in record.getMessage()]
+    # the control: the settings of before (test_mode only) did print it
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        logger.addHandler(handler)
+        try:
+            DATASETS.build(dict(cfg.test_dataloader.dataset, data_root=str(tmp_path), split='train'))
+        finally:
+            logger.removeHandler(handler)
+    assert [record for record in warnings if 'split="train" but test_mode=True' in record.getMessage()]

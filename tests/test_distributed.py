@@ -45,7 +45,7 @@ def tiny_demo_cfg(data_root: str, work_dir: Path) -> Config:
     cfg.test_dataloader.dataset.indices = 64
     for phase in ('meta', 'incubate', 'finetune', 'e2e'):
         cfg.incubation[phase].train_cfg.max_epochs = EPOCHS
-    cfg.param_scheduler[0].end = cfg.param_scheduler[1].begin = 2
+    cfg.param_scheduler[0].warmup = 2
     cfg.default_hooks.logger.interval = 1
     return cfg
 

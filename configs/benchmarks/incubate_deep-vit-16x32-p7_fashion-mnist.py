@@ -20,7 +20,4 @@ model = dict(
 train_dataloader = dict(dataset=dict(indices=15000))
 
 warmup_iters = 10
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=warmup_iters),
-    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=warmup_iters),
-]
+param_scheduler = [dict(_base_.param_scheduler[0], warmup=warmup_iters)]

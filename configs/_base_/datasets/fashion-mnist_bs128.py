@@ -12,14 +12,16 @@ test_pipeline = [dict(type='PackInputs')]
 train_dataloader = dict(
     batch_size=128,
     num_workers=0,
-    dataset=dict(type=dataset_type, data_root=data_root, source_root=source_root, test_mode=False,
+    dataset=dict(type=dataset_type, data_root=data_root, source_root=source_root, split='train', test_mode=False,
                  pipeline=train_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=True),
 )
 val_dataloader = dict(
     batch_size=500,
     num_workers=0,
-    dataset=dict(type=dataset_type, data_root=data_root, source_root=source_root, test_mode=True,
+    # the 10k test images (mmpretrain's MNIST reads the set test_mode names; split='test' says so too, and
+    # spares the false warning 'split="train" but test_mode=True. The training set will be used.')
+    dataset=dict(type=dataset_type, data_root=data_root, source_root=source_root, split='test', test_mode=True,
                  pipeline=test_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=False),
 )

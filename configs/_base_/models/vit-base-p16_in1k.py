@@ -2,10 +2,14 @@
 # eps 1e-6) so official checkpoints map onto it, with the DeiT recipe's Mixup/CutMix and label
 # smoothing. `drop_path_rate` is the full model's (fine-tune and E2E); the incubation section of a
 # pipeline config sets the meta and incubation phases' own rates.
+# The backbone is mmpretrain's VisionTransformer initialised as timm's (every Linear weight, the class
+# token and the position embedding truncated-normal std 0.02, Linear biases zero; mmpretrain alone gives
+# the FFN weights Xavier-uniform): same keys, so its checkpoints load into stock
+# `type='VisionTransformer'` configs of mmpretrain, mmdet and mmseg.
 model = dict(
     type='ImageClassifier',
     backbone=dict(
-        type='VisionTransformer',
+        type='mmincubation.TimmInitVisionTransformer',
         arch='base',
         img_size=224,
         patch_size=16,
@@ -24,9 +28,5 @@ model = dict(
         loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
         # the official code initialises the classifier like every Linear (mmpretrain's default is zeros)
         init_cfg=dict(type='TruncNormal', layer='Linear', std=.02)),
-    init_cfg=[
-        dict(type='TruncNormal', layer='Linear', std=.02),
-        dict(type='Constant', layer='LayerNorm', val=1., bias=0.),
-    ],
     train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]),
 )

@@ -1,17 +1,17 @@
-# A small ViT for 28x28 grayscale images: patch 4 (7x7 tokens), width 64, 8 blocks.
+# A small ViT for 28x28 grayscale images: patch 4 (7x7 tokens), width 64, 8 blocks, initialised as
+# timm's ViT (mmincubation.TimmInitVisionTransformer: every Linear weight, the class token and the
+# position embedding truncated-normal std 0.02, Linear biases zero), as the ImageNet models.
 model = dict(
     type='ImageClassifier',
     backbone=dict(
-        type='VisionTransformer',
+        type='mmincubation.TimmInitVisionTransformer',
         arch=dict(embed_dims=64, num_layers=8, num_heads=2, feedforward_channels=256),
         img_size=28,
         patch_size=4,
         in_channels=1,
         drop_rate=0.,
         drop_path_rate=0.,
-        out_type='cls_token',
-        init_cfg=[dict(type='TruncNormal', layer='Linear', std=.02),
-                  dict(type='Constant', layer='LayerNorm', val=1., bias=0.)]),
+        out_type='cls_token'),
     neck=None,
     head=dict(
         type='VisionTransformerClsHead',

@@ -1,14 +1,15 @@
 # The DeiT recipe at its reference batch of 512 images per step, for training a full ViT end to end:
-# AdamW with lr 5e-4, weight decay 0.05 (none on biases, norms, class token and position embedding), a
-# linear warmup from 1e-6 for 20 epochs then cosine decay to 1e-5, both stepped per epoch as timm's
-# scheduler, 300 epochs, no EMA, no gradient clipping, FP32 (add --amp for mixed precision). It also
+# AdamW with lr 5e-4, weight decay 0.05 (none on biases, norms, class token and position embedding), 300
+# epochs, no EMA, no gradient clipping, FP32 (add --amp for mixed precision), and timm's cosine schedule
+# as the official runs step it: once per epoch, over the whole run, a linear warm-up from 1e-6 over its
+# first 20 epochs inside it (not restarted after it), down to 1e-5 (mmincubation.TimmCosineLR). It also
 # sets the runtime: mmpretrain's, keeping only the last checkpoints (a ViT-H checkpoint with its AdamW
 # state weighs about 7.6 GB).
-# A schedule at another batch scales lr by DeiT's linear rule (lr = _base_.lr * batch / 512) and then
-# sets it where this file used it: optim_wrapper.optimizer.lr and the warmup's start_factor, e.g.
-#   optim_wrapper = dict(optimizer=dict(lr=lr))
-#   param_scheduler = [dict(_base_.param_scheduler[0], start_factor=_base_.warmup_lr / lr), _base_.param_scheduler[1]]
-# as schedules/deit_adamw_bs2048.py (ImageNet) and configs/cifar100/e2e_deit-t-128.py do.
+# lr follows the actual batch by default, as in the official code (lr = 5e-4 x total batch / 512):
+# auto_scale_lr multiplies it by (GPUs x batch per GPU) / base_batch_size. A schedule written for
+# another batch sets lr = _base_.lr * batch / 512 and base_batch_size = that batch / gradient
+# accumulation (MMEngine does not count accumulation), as schedules/deit_adamw_bs2048.py does.
+# Turn scaling off with --cfg-options auto_scale_lr.enable=False.
 _base_ = 'mmpretrain::_base_/default_runtime.py'
 
 lr = 5e-4  # for 512 images per optimizer step
@@ -28,16 +29,17 @@ optim_wrapper = dict(
         flat_decay_mult=0.0,
         custom_keys={'.cls_token': dict(decay_mult=0.0), '.pos_embed': dict(decay_mult=0.0)}),
 )
+# warmup_lr and min_lr are absolute (timm's), so they stay put when lr is scaled. lag=1: the official
+# loop calls timm's scheduler.step(epoch) after epoch `epoch`, so epoch e trains at lr(e - 1).
 param_scheduler = [
-    # from warmup_lr at epoch 0 to lr at epoch 19 (timm reaches lr at epoch 20: a negligible difference)
-    dict(type='LinearLR', start_factor=warmup_lr / lr, by_epoch=True, begin=0, end=warmup_epochs),
-    # `end` is left to the runner: each phase's max_epochs
-    dict(type='CosineAnnealingLR', eta_min=min_lr, by_epoch=True, begin=warmup_epochs),
+    dict(type='mmincubation.TimmCosineLR', warmup=warmup_epochs, warmup_lr=warmup_lr, eta_min=min_lr, lag=1,
+         by_epoch=True),  # `end` (the cosine's length) is left to the runner: each phase's max_epochs
 ]
+# The same schedule without warm-up (the official fine-tuning: --warmup-epochs 0)
+no_warmup_param_scheduler = [dict(param_scheduler[0], warmup=0)]
 train_cfg = dict(by_epoch=True, max_epochs=e2e_epochs, val_interval=1)
 val_cfg = dict()
 test_cfg = dict()
-# --auto-scale-lr multiplies lr by (GPUs x batch per GPU) / base_batch_size.
-auto_scale_lr = dict(base_batch_size=512)
+auto_scale_lr = dict(enable=True, base_batch_size=512)
 
 default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=2))
