@@ -156,3 +156,20 @@ def test_accuracy_vs_cost_lays_the_incubation_phases_end_to_end(tmp_path):
     assert [c for c, _ in curves['fine-tune']] == [300, 400]  # the whole pipeline's cost at the end
     assert [c for c, _ in curves['end-to-end']] == [200, 400]
     assert plot_accuracy_vs_cost(tmp_path, tmp_path / 'plot.png').stat().st_size > 10_000
+
+
+@needs_data
+def test_a_phase_killed_between_its_product_and_its_test_is_tested_on_rerun(data_root, tmp_path):
+    cfg = tiny_demo_cfg(data_root, tmp_path)
+    IncubationRunner(cfg, phases=('e2e', )).train()
+    path = tmp_path / 'e2e' / 'phase_record.json'
+    done = json.loads(path.read_text())
+    weights = torch.load(tmp_path / 'e2e' / 'e2e.pth', weights_only=True)['state_dict']
+    path.write_text(json.dumps(dict(done, test_metrics={})))  # as a kill after the export, before the test leaves it
+    assert not IncubationRunner(cfg, phases=('e2e', )).finished('e2e')
+    IncubationRunner(cfg, phases=('e2e', )).train()
+    again = json.loads(path.read_text())
+    assert again['test_metrics'] == done['test_metrics'] and again['history'] == done['history']
+    assert again['iters'] == done['iters']  # resumed at the final epoch: nothing trained again
+    rewritten = torch.load(tmp_path / 'e2e' / 'e2e.pth', weights_only=True)['state_dict']
+    assert all(torch.equal(rewritten[key], value) for key, value in weights.items())

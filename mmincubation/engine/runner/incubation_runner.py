@@ -77,9 +77,25 @@ class IncubationRunner:
                                   f'{"" if module is None else f" --module {module}"})')
         return str(path)
 
+    def _tested(self, phase: str) -> bool:
+        """Whether ``phase`` ends with a test on the test set (fine-tune and E2E, when the config has one)."""
+        return phase in ('finetune', 'e2e') and bool(self.cfg.get('test_dataloader')) and \
+            self.cfg.get('test_cfg') is not None
+
+    def finished(self, phase: str, module: int | None = None) -> bool:
+        """A phase is finished when its product exists and, for a tested phase, its record holds the test.
+
+        A run killed between writing the product and testing it is rerun: it resumes from its last
+        checkpoint (the final epoch), so it trains no further, writes the same product and tests it.
+        """
+        if not self.product(phase, module).is_file():
+            return False
+        record = self.product(phase, module).parent / 'phase_record.json'
+        return not self._tested(phase) or (record.is_file() and bool(json.loads(record.read_text())['test_metrics']))
+
     def run_phase(self, phase: str, module: int | None = None) -> None:
         product = self.product(phase, module)
-        if product.is_file():
+        if self.finished(phase, module):
             print_log(f'{phase}{"" if module is None else f" module {module}"} already finished: {product}',
                       logger='current')
             return
@@ -96,7 +112,7 @@ class IncubationRunner:
                          num_modules=self.layout.num_modules)
         runner = Runner.from_cfg(cfg)
         runner.train()
-        if phase in ('finetune', 'e2e') and cfg.get('test_dataloader') and cfg.get('test_cfg') is not None:
+        if self._tested(phase):
             runner.test()
         del runner
         gc.collect()
