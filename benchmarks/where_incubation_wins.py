@@ -110,10 +110,13 @@ def product(work_dir: Path, method: str) -> Path:
 
 
 def run_method(setting: Setting, method: str, schedule: Schedule, config: Path, train_images: int, out: Path,
-               threads: int) -> dict:
-    """Train (or reuse) one method at one setting; ``grown`` copies the scratch run's meta model first."""
+               threads: int, train: bool = True) -> dict | None:
+    """Train (or reuse: the pipeline skips finished phases) one method at one setting; ``grown`` copies the
+    scratch run's meta model first. With ``train=False`` only a finished run is read (else None)."""
     work_dir = out / setting.name(schedule) / method
-    if not product(work_dir, method).is_file():
+    if not product(work_dir, method).is_file() and not train:
+        return None
+    if train:
         if method == 'grown':  # same meta model as the scratch run: only module initialisation differs
             meta = out / setting.name(schedule) / 'scratch' / 'meta'
             if not (meta / 'meta.pth').is_file():
@@ -127,6 +130,8 @@ def run_method(setting: Setting, method: str, schedule: Schedule, config: Path, 
             for command in commands(setting, method, schedule, config, train_images, out):
                 subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
     result = method_results(work_dir)['e2e' if method not in ('scratch', 'grown') else 'incubation']
+    if result['top1'] is None:  # killed before its test: the next run without --finished-only tests it
+        return None
     print(f'  {setting.name(schedule)} {method:<15} top-1 {result["top1"]:6.2f}  '
           f'cost {result["cost"] / 1e6:6.2f} M  {result["wall_seconds"]:5.0f} s', flush=True)
     return dict(setting=asdict(setting), method=method, schedule=asdict(schedule), **result)
@@ -157,9 +162,9 @@ def run_all(jobs: list[tuple[Setting, str]], schedules: dict, args: argparse.Nam
                 if method == 'grown' and (setting, 'scratch') in futures:
                     futures[setting, 'scratch'].result()
                 return run_method(setting, method, schedules[setting], args.config, args.train_images, args.out,
-                                  threads)
+                                  threads, train=not args.finished_only)
             futures[setting, method] = pool.submit(job)
-        return [future.result() for future in futures.values()]
+        return [record for future in futures.values() if (record := future.result()) is not None]
 
 
 def summarize(records: list[dict]) -> list[dict]:
@@ -246,6 +251,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--finetune-epochs', type=int, default=2)
     parser.add_argument('--no-refs', dest='refs', action='store_false', help='skip the reference runs')
     parser.add_argument('--jobs', type=int, default=2, help='runs in parallel')
+    parser.add_argument('--finished-only', action='store_true',
+                        help='train nothing: the table and figure of the runs that have finished')
     parser.add_argument('--out', type=Path, default=ROOT / 'benchmarks' / 'results' / 'where_incubation_wins')
     args = parser.parse_args(argv)
     if any(d % 16 for d in args.depths):
