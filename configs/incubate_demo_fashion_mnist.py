@@ -32,6 +32,9 @@ e2e_epochs = -(-incubation_cost // depth)
 
 incubation = dict(
     num_modules=num_modules,
+    # Modules grown from the meta model (ours, beyond the paper's scratch modules): they beat scratch modules
+    # at every depth and budget of benchmarks/where_incubation_wins.py (README, Benchmarks).
+    module_init='meta',
     meta=dict(train_cfg=dict(max_epochs=meta_epochs)),
     incubate=dict(train_cfg=dict(max_epochs=incubate_epochs), model=dict(backbone=dict(drop_path_rate=0.1))),
     finetune=dict(  # as the official fine-tuning: no warm-up, no gradient clipping

@@ -125,7 +125,9 @@ def test_train_command_line_selects_phases_and_modules(tmp_path):
     assert module_cfg.model.module_init == 'meta'
     default = Config.fromfile(DEMO)
     default.work_dir = str(tmp_path)
-    assert phase_config(default, 'incubate', 0, meta_checkpoint='m.pth').model.module_init == 'scratch'
+    assert phase_config(default, 'incubate', 0, meta_checkpoint='m.pth').model.module_init == 'meta'  # the demo's
+    default.incubation.pop('module_init')
+    assert phase_config(default, 'incubate', 0, meta_checkpoint='m.pth').model.module_init == 'scratch'  # paper's
     with pytest.raises(ValueError, match='module index 4 is out of range for 4 modules'):
         IncubationRunner(cfg, modules=[4])
     all_phases = merge_args(Config.fromfile(DEMO), parse_args([DEMO, '--phase', 'all']))
