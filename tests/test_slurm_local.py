@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_pipeline import data_root, needs_data, tiny_demo_cfg  # noqa: F401  (data_root is a fixture)
+from test_pipeline import needs_data, tiny_demo_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 PARTITION = 'local'
