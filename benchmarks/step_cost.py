@@ -29,7 +29,9 @@ from mmengine.config import Config
 from mmengine.registry import DATASETS, DefaultScope
 
 import mmincubation  # noqa: F401
+from mmincubation.checkpoint import check_config_file
 from mmincubation.engine.runner import build_layout, phase_config
+from mmincubation.engine.runner.cli import exit_on_bad_input
 
 RESULTS = Path(__file__).parent / 'results'
 
@@ -148,31 +150,64 @@ def plot(rows: dict, title: str, out_file: Path) -> Path:
     return out_file
 
 
-def main(argv: list[str] | None = None) -> None:
+def _count(minimum: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f'{value} is below {minimum}')
+        return value
+    parse.__name__ = 'int'  # argparse names the type in its message
+    return parse
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', nargs='?', default='configs/incubate_demo_fashion_mnist.py')
-    parser.add_argument('--batch', type=int, default=128)
-    parser.add_argument('--iters', type=int, default=20)
-    parser.add_argument('--warmup', type=int, default=5)
+    parser.add_argument('--batch', type=_count(1), default=128)
+    parser.add_argument('--iters', type=_count(1), default=20)
+    parser.add_argument('--warmup', type=_count(0), default=5)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    parser.add_argument('--amp', action='store_true', help='bf16 autocast (AmpOptimWrapper)')
+    parser.add_argument('--amp', action='store_true', help='bf16 autocast (AmpOptimWrapper, CUDA only)')
     parser.add_argument('--runner', action='store_true', help='also time module 1 through MMEngine Runners')
     parser.add_argument('--one', nargs=2, help=argparse.SUPPRESS)  # child process: PHASE MODULE
     args = parser.parse_args(argv)
+    if args.device not in ('cpu', 'cuda') and not args.device.startswith('cuda:'):
+        parser.error(f'--device {args.device}: expected cpu, cuda or cuda:N')
+    if args.device != 'cpu' and not torch.cuda.is_available():
+        parser.error(f'--device {args.device}: torch sees no CUDA device on this machine (use --device cpu)')
+    if args.amp and args.device == 'cpu':
+        parser.error('--amp needs a CUDA device (MMEngine\'s AmpOptimWrapper); drop it or use --device cuda')
+    return args
+
+
+def _measure_in_child(args: argparse.Namespace, phase: str, module: int | None) -> dict:
+    """``measure`` in a fresh process; its failure is reported with its own error output."""
+    name = phase if module is None else f'{phase} module {module}'
+    child = [sys.executable, __file__, args.config, '--one', phase, '-' if module is None else str(module),
+             '--batch', str(args.batch), '--iters', str(args.iters), '--warmup', str(args.warmup),
+             '--device', args.device] + (['--amp'] if args.amp else []) + (['--runner'] if args.runner else [])
+    result = subprocess.run(child, capture_output=True, text=True)
+    lines = result.stdout.strip().splitlines()
+    if result.returncode != 0 or not lines:
+        sys.stderr.write(result.stderr)
+        last = next((line for line in reversed(result.stderr.splitlines()) if line.strip()), 'no error output')
+        raise SystemExit(f'error: measuring the {name} network failed (exit status {result.returncode}): {last}')
+    return json.loads(lines[-1])
+
+
+@exit_on_bad_input
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     if args.one:
         phase, module = args.one
         print(json.dumps(measure(args, phase, None if module == '-' else int(module))))
         return
 
-    layout = build_layout(Config.fromfile(args.config))
+    layout = build_layout(Config.fromfile(check_config_file(args.config)))
     jobs = [('meta', None)] + [('incubate', k) for k in range(layout.num_modules)] + [('e2e', None)]
     rows = {}
     for phase, module in jobs:  # each in a fresh process: independent peak memory
-        child = [sys.executable, __file__, args.config, '--one', phase, '-' if module is None else str(module),
-                 '--batch', str(args.batch), '--iters', str(args.iters), '--warmup', str(args.warmup),
-                 '--device', args.device] + (['--amp'] if args.amp else []) + (['--runner'] if args.runner else [])
-        out = subprocess.run(child, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
-        rows[phase if module is None else f'incubate_module_{module}'] = json.loads(out)
+        rows[phase if module is None else f'incubate_module_{module}'] = _measure_in_child(args, phase, module)
 
     full = rows['e2e']
     title = (f'{Path(args.config).stem}: batch {args.batch}, {args.device}, '

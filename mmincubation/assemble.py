@@ -5,34 +5,54 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .checkpoint import META_KEY, CheckpointError, incubation_meta, load_weights, save_atomic
-from .layout import ModuleLayout, check_state_dict
+from .checkpoint import META_KEY, CheckpointError, check_output, incubation_meta, load_weights, save_atomic
+from .layout import LayoutError, ModuleLayout, check_state_dict
+
+
+def _module_record(record: Mapping, path: str | os.PathLike) -> tuple[ModuleLayout, int]:
+    """The layout and module index a module checkpoint's tag records, checked to make sense."""
+    try:
+        module_layout = ModuleLayout(tuple(int(depth) for depth in record['layout']))
+        module = int(record['module'])
+        module_layout.blocks_of(module)  # in range
+    except (KeyError, TypeError, ValueError) as error:  # LayoutError is a ValueError
+        raise CheckpointError(f'module checkpoint {path} has a broken mmincubation tag {dict(record)} '
+                              f'({error}); expected the layout and module index of an incubated module') from error
+    return module_layout, module
 
 
 def assemble_modules(module_files: Sequence[str | os.PathLike],
-                     reference: Mapping[str, object] | None = None) -> dict:
+                     reference: Mapping[str, object] | None = None, layout: ModuleLayout | None = None) -> dict:
     """Merge incubated modules into a full-model checkpoint, validating everything first.
 
     Every file must be an exported module of the same layout, each module must appear exactly once,
     and each file must hold only its own module's parameters. With ``reference`` (the full model's
-    state dict, or tensors of the right shapes), keys and shapes are checked against it too.
+    state dict, or tensors of the right shapes), keys and shapes are checked against it too; with
+    ``layout`` (the one the config asks for), modules incubated for another layout are refused.
     """
     if not module_files:
         raise CheckpointError('no module checkpoint given to assemble')
+    expected = layout
     layout, merged, sources = None, {}, {}
     for path in module_files:
         checkpoint = load_weights(path)
         record = incubation_meta(checkpoint, path, phase='incubate')
-        module_layout = ModuleLayout(tuple(record['layout']))
+        module_layout, module = _module_record(record, path)
+        if expected is not None and module_layout.depths != expected.depths:
+            raise CheckpointError(f'module checkpoint {path} was incubated for layout {module_layout.depths}, '
+                                  f'the config asks for layout {expected.depths}')
         if layout is None:
             layout = module_layout
         elif module_layout.depths != layout.depths:
             raise CheckpointError(f'module checkpoint {path} was incubated for layout {module_layout.depths}, '
                                   f'{sources[min(sources)]} for layout {layout.depths}')
-        module = int(record['module'])
         if module in sources:
             raise CheckpointError(f'module {module} is given twice: {sources[module]} and {path}')
-        foreign = sorted(key for key in checkpoint['state_dict'] if layout.module_of(key) != module)
+        try:
+            foreign = sorted(key for key in checkpoint['state_dict'] if layout.module_of(key) != module)
+        except (KeyError, LayoutError) as error:
+            raise CheckpointError(f'module checkpoint {path} (module {module}) holds a key of no module of '
+                                  f'layout {layout.depths}: {error}') from error
         if foreign:
             raise CheckpointError(f'module checkpoint {path} (module {module}) holds parameters of other '
                                   f'modules: {foreign[:5]}')
@@ -43,13 +63,18 @@ def assemble_modules(module_files: Sequence[str | os.PathLike],
         raise CheckpointError(f'modules {missing} of layout {layout.depths} are missing; '
                               f'got {dict(sorted(sources.items()))}')
     if reference is not None:
-        check_state_dict(merged, reference, source=f'the modules {list(sources.values())}')
+        check_state_dict(merged, reference, source=f'the assembly of {list(sources.values())}')
     meta = {META_KEY: dict(phase='assemble', layout=list(layout.depths),
                            sources=[sources[m] for m in range(layout.num_modules)])}
     return dict(meta=meta, state_dict=merged)
 
 
 def assemble(module_files: Sequence[str | os.PathLike], out_file: str | os.PathLike,
-             reference: Mapping[str, object] | None = None) -> Path:
-    """Validate and merge ``module_files``, then write ``out_file`` atomically."""
-    return save_atomic(assemble_modules(module_files, reference), out_file)
+             reference: Mapping[str, object] | None = None, layout: ModuleLayout | None = None) -> Path:
+    """Validate and merge ``module_files``, then write ``out_file`` atomically.
+
+    An ``out_file`` that is a folder or one of ``module_files`` (also through a link) is refused before
+    any module is read: writing it would lose that module.
+    """
+    check_output(out_file, module_files)
+    return save_atomic(assemble_modules(module_files, reference, layout), out_file)

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import os
-import pickle
+import re
+import stat
 import tempfile
-from collections.abc import Mapping
+import warnings
+import zipfile
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -16,55 +20,196 @@ META_KEY = 'mmincubation'
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file is missing, unreadable or holds something other than what was expected."""
+    """A checkpoint file is missing, unreadable or holds something other than what was expected; also
+    another path a tool is given (a config, an output) that it cannot use (:func:`check_output`)."""
 
 
-def save_atomic(checkpoint: Mapping, path: str | os.PathLike) -> Path:
-    """Write ``checkpoint`` with ``torch.save`` so that ``path`` is never left half-written.
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether paths ``a`` and ``b`` name the same file: equal once resolved (``.``, ``..``, symbolic
+    links), or the same inode (hard links, bind mounts)."""
+    a, b = Path(a), Path(b)
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either does not exist (yet)
+        return False
+
+
+def check_output(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), what: str = 'output',
+                 example: str = 'name.pth') -> Path:
+    """Refuse an output file path before anything is read or written.
+
+    Raises:
+        CheckpointError: naming ``path`` when it is an existing folder or names one (a trailing
+            ``/``), or when it is one of ``inputs`` (compared resolved and by inode, so ``./a.pth``, a
+            symbolic or a hard link to an input are caught too): writing it would lose that input.
+    """
+    text = os.fspath(path)
+    out = Path(path)
+    if out.is_dir() or text.endswith(('/', os.sep)):
+        raise CheckpointError(f'{what} {text} is a folder, expected a file path (e.g. {out / example})')
+    for source in inputs:
+        if same_file(out, source):
+            raise CheckpointError(f'{what} {text} would overwrite the input {os.fspath(source)}; '
+                                  'choose another output path')
+    return out
+
+
+#: File types ``mmengine.Config.fromfile`` reads.
+CONFIG_SUFFIXES = ('.py', '.json', '.yml', '.yaml')
+
+
+def check_config_file(path: str | os.PathLike) -> Path:
+    """Refuse a config path that is missing, a folder or not a config file, before MMEngine reads it."""
+    config = Path(path)
+    if config.is_dir():
+        raise CheckpointError(f'config {config} is a folder, expected a config file ({", ".join(CONFIG_SUFFIXES)})')
+    if not config.is_file():
+        raise CheckpointError(f'config {config} does not exist')
+    if config.suffix not in CONFIG_SUFFIXES:
+        raise CheckpointError(f'config {config} is not a config file: expected {", ".join(CONFIG_SUFFIXES)} '
+                              '(the config comes first, e.g. configs/incubate_vit_b.py)')
+    return config
+
+
+def _umask() -> int:
+    """The process's umask: read from /proc where it can be, else set and restored (briefly 022)."""
+    try:
+        with open('/proc/self/status') as f:
+            return next(int(line.split()[1], 8) for line in f if line.startswith('Umask:'))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
+    """Call ``write`` on a binary file object so that ``path`` is never left half-written.
 
     The data goes to a temporary file in the same folder, is flushed to disk and then renamed over
-    ``path`` in one step: an interrupted write leaves any previous file untouched.
+    ``path`` in one step: an interrupted write leaves any previous file untouched. A missing folder is
+    created; a ``path`` that is (or names) a folder is refused (:func:`check_output`) before anything is
+    written. A symbolic link is written through (the link stays, its target is replaced), and the file
+    gets the permissions a plain ``open`` would give it (those of the file it replaces, else the umask's).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    path = check_output(path)
+    target = path.resolve() if path.is_symlink() else path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(target.stat().st_mode)
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
+    fd, tmp = tempfile.mkstemp(prefix=f'.{target.name}.', suffix='.tmp', dir=target.parent)
     try:
         with os.fdopen(fd, 'wb') as f:
-            torch.save(dict(checkpoint), f)
+            os.fchmod(f.fileno(), mode)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
 
 
+def save_atomic(checkpoint: Mapping, path: str | os.PathLike) -> Path:
+    """Write ``checkpoint`` with ``torch.save`` so that ``path`` is never left half-written (:func:`write_atomic`)."""
+    return write_atomic(path, lambda f: torch.save(dict(checkpoint), f))
+
+
+_ZIP_MAGIC = b'PK\x03\x04'
+_ANSI = re.compile(r'\x1b\[[0-9;]*m')
+
+
+def _unreadable(path: Path, what: str, error: Exception) -> CheckpointError:
+    """A one-line :class:`CheckpointError` saying why torch could not load ``path`` (read from its first bytes)."""
+    with open(path, 'rb') as f:
+        head = f.read(8)
+    message = ' '.join(_ANSI.sub('', str(error)).split())
+    refused = re.search(r'Unsupported global: GLOBAL ([\w.]+)', message)
+    not_torch = 'not written by torch.save'
+    if not head:
+        reason = 'the file is empty (0 bytes); expected a file written by torch.save'
+    elif refused:
+        hint = (': official Deep Incubation checkpoints pickle their training args, convert them with '
+                'tools/convert_official.py' if refused.group(1) == 'argparse.Namespace' else '')
+        return CheckpointError(f'cannot read {what} {path} safely: it pickles {refused.group(1)}, which '
+                               f'torch.load(weights_only=True) refuses{hint}')
+    elif head.startswith(_ZIP_MAGIC) and not zipfile.is_zipfile(path):
+        reason = 'truncated, corrupt or still being written (an incomplete zip archive)'
+    elif head.startswith(_ZIP_MAGIC) and not any(name.split('/')[-1] == 'data.pkl'
+                                                 for name in zipfile.ZipFile(path).namelist()):
+        reason = f'{not_torch} (a zip archive without the data.pkl of torch.save)'
+    elif head.startswith(b'\x80') and re.search(r'Unsupported operand|magic number', message):
+        reason = f'{not_torch} (a plain pickle? {_gist(message)})'
+    elif not head.startswith((_ZIP_MAGIC, b'\x80')):
+        reason = f'{not_torch} (it starts with {head!r}: a text, JSON or other file?)'
+    else:
+        reason = f'truncated or corrupt ({type(error).__name__}: {_gist(message)})'
+    return CheckpointError(f'cannot read {what} {path}: {reason}')
+
+
+def _gist(message: str) -> str:
+    """The informative part of torch's (often paragraph-long) loading error."""
+    for pattern in (r'Unsupported operand \d+', r'PytorchStreamReader failed [^.]*', r'Invalid magic number'):
+        found = re.search(pattern, message)
+        if found:
+            return found.group(0)
+    return message.split('. ')[0][:200]
+
+
+def read_torch_file(path: str | os.PathLike, what: str = 'checkpoint', **load_kwargs) -> object:
+    """``torch.load(path, map_location='cpu', weights_only=True)``, every failure a one-line error.
+
+    Raises:
+        CheckpointError: ``what`` and ``path`` named, with the cause: a folder, missing, empty, truncated,
+            not written by ``torch.save`` (text, JSON, a plain pickle) or pickling an object that
+            weights-only loading refuses (named).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f'{what} {path} is a folder, expected a checkpoint file')
+    if not path.is_file():
+        raise CheckpointError(f'{what} {path} does not exist')
+    try:
+        with warnings.catch_warnings():  # a plain pickle's protocol: the error below says it better
+            warnings.filterwarnings('ignore', message='Detected pickle protocol')
+            return torch.load(path, map_location='cpu', weights_only=True, **load_kwargs)
+    except OSError as error:
+        if not os.access(path, os.R_OK):
+            raise CheckpointError(f'cannot read {what} {path}: {error.strerror or error}') from error
+        raise _unreadable(path, what, error) from error
+    except Exception as error:  # noqa: BLE001 - any other failure is explained from the file's first bytes
+        raise _unreadable(path, what, error) from error
+
+
 def load_weights(path: str | os.PathLike) -> dict:
-    """Load a checkpoint with torch's safe (``weights_only``) unpickler.
+    """Load a checkpoint with torch's safe (``weights_only``) unpickler (:func:`read_torch_file`).
 
     Returns a dict with ``state_dict`` and ``meta`` (empty when the file is a bare state dict).
     """
     path = Path(path)
-    if path.is_dir():
-        raise CheckpointError(f'checkpoint {path} is a folder, expected a checkpoint file')
-    if not path.is_file():
-        raise CheckpointError(f'checkpoint {path} does not exist')
-    try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise CheckpointError(f'cannot read checkpoint {path} safely: it holds objects that weights-only '
-                              f'loading refuses ({str(error).splitlines()[0]})') from error
-    except Exception as error:  # noqa: BLE001 - any other failure means the same to the user
-        raise CheckpointError(f'cannot read checkpoint {path}: truncated, corrupt or not written by '
-                              f'torch.save ({type(error).__name__}: {error})') from error
+    checkpoint = read_torch_file(path)
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(f'checkpoint {path} holds a {type(checkpoint).__name__}, expected a dict')
     if 'state_dict' in checkpoint:
-        return dict(state_dict=dict(checkpoint['state_dict']), meta=dict(checkpoint.get('meta') or {}))
-    if all(isinstance(value, torch.Tensor) for value in checkpoint.values()):
-        return dict(state_dict=dict(checkpoint), meta={})
-    raise CheckpointError(f'checkpoint {path} has no "state_dict" (keys: {sorted(checkpoint)[:8]})')
+        state_dict, meta = checkpoint['state_dict'], checkpoint.get('meta') or {}
+        if not isinstance(state_dict, Mapping) or not isinstance(meta, Mapping):
+            wrong = 'state_dict' if not isinstance(state_dict, Mapping) else 'meta'
+            raise CheckpointError(f'checkpoint {path}: "{wrong}" is a {type(checkpoint[wrong]).__name__}, '
+                                  'expected a dict')
+    elif checkpoint and all(isinstance(value, torch.Tensor) for value in checkpoint.values()):
+        state_dict, meta = checkpoint, {}
+    else:
+        hint = ('; it looks like an official Deep Incubation (timm) checkpoint: convert it with '
+                'tools/convert_official.py' if 'model' in checkpoint else '')
+        raise CheckpointError(f'checkpoint {path} has no "state_dict" (keys: {sorted(map(str, checkpoint))[:8]}){hint}')
+    not_tensors = sorted(str(key) for key, value in state_dict.items() if not isinstance(value, torch.Tensor))
+    if not_tensors:
+        raise CheckpointError(f'checkpoint {path}: state_dict entries that are not tensors: {not_tensors[:5]}')
+    return dict(state_dict=dict(state_dict), meta=dict(meta))
 
 
 def incubation_meta(checkpoint: Mapping, path: str | os.PathLike, phase: str) -> dict:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import META_KEY, CheckpointError, save_atomic
+from .checkpoint import META_KEY, CheckpointError, check_output, read_torch_file, save_atomic
 from .layout import VIT_NAMING, BlockNaming, LayoutError, ModuleLayout, check_state_dict
 
 #: The official (timm) key space; stem and tail prefixes decide which stage may hold a key.
@@ -87,17 +87,19 @@ def load_official(path: str | os.PathLike) -> dict:
     the unsafe loader. Zip-format files are memory-mapped: the optimizer state is never read.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f'official checkpoint {path} does not exist')
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            checkpoint = torch.load(path, map_location='cpu', weights_only=True, mmap=zipfile.is_zipfile(path))
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means the same to the user
-        raise CheckpointError(f'cannot read official checkpoint {path} with weights_only=True: {error}') from error
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        checkpoint = read_torch_file(path, 'official checkpoint', mmap=zipfile.is_zipfile(path))
     if not isinstance(checkpoint, Mapping) or not isinstance(checkpoint.get('model'), Mapping):
-        found = sorted(checkpoint)[:8] if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
+        found = sorted(map(str, checkpoint))[:8] if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
+        hint = ''
+        if isinstance(checkpoint, Mapping) and 'state_dict' in checkpoint:
+            hint = ('; it is already an mmpretrain/mmincubation checkpoint ("state_dict"): use it as it is, '
+                    'nothing to convert')
+        elif isinstance(checkpoint, Mapping) and checkpoint and all(
+                isinstance(value, torch.Tensor) for value in checkpoint.values()):
+            hint = '; a bare state dict: save it as {"model": state_dict} to convert it as the first release\'s format'
         raise CheckpointError(f'{path} is not an official Deep Incubation checkpoint: expected a dict with '
-                              f'"model" (and "model_stages"), found {found}')
+                              f'"model" (and "model_stages"), found {found}{hint}')
     return dict(checkpoint)
 
 
@@ -282,14 +284,20 @@ def convert_official(src: str | os.PathLike, meta: bool = False, module_depths: 
         raise CheckpointError(f'{src}: {error}') from error
     state = to_ours(state)
     if reference is not None:
-        check_state_dict(state, reference, source=f'converted official checkpoint {src}')
+        try:
+            check_state_dict(state, reference, source=f'converted official checkpoint {src}')
+        except LayoutError as error:
+            looks_meta = not meta and file_depths is not None and len(file_depths) > 1 and set(file_depths) == {1}
+            raise CheckpointError(str(error) + ('; the file has one block per stage, like a meta model: '
+                                                'pass --meta (meta=True)' if looks_meta else '')) from error
     record = dict(phase='meta' if meta else 'assemble', layout=list(layout.depths), source=str(src))
     return dict(meta={META_KEY: record}, state_dict=state)
 
 
 def convert_official_file(src: str | os.PathLike, dst: str | os.PathLike, **kwargs) -> Path:
-    """Convert ``src`` and write ``dst`` atomically; nothing is written if anything is wrong."""
-    src, dst = Path(src), Path(dst)
-    if dst.resolve() == src.resolve() or (src.exists() and dst.exists() and os.path.samefile(src, dst)):
-        raise CheckpointError(f'output {dst} would overwrite the input {src}; choose another output path')
+    """Convert ``src`` and write ``dst`` atomically; nothing is written if anything is wrong.
+
+    A ``dst`` that is a folder or the input itself (also through a link) is refused before ``src`` is read.
+    """
+    check_output(dst, [src])
     return save_atomic(convert_official(src, **kwargs), dst)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .checkpoint import write_atomic
 from .engine.runner.incubation_runner import load_records
 
 METRIC = 'accuracy/top1'
@@ -39,7 +40,7 @@ def accuracy_curves(work_dir: str | Path) -> dict[str, list[tuple[float, float]]
 
 
 def plot_accuracy_vs_cost(work_dir: str | Path, out_file: str | Path) -> Path:
-    """Draw validation top-1 against cumulative training cost (block-images) to a PNG."""
+    """Draw validation top-1 against cumulative training cost (block-images) to a PNG (written atomically)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -61,6 +62,17 @@ def plot_accuracy_vs_cost(work_dir: str | Path, out_file: str | Path) -> Path:
     ax.legend(fontsize=7)
     fig.tight_layout()
     out_file = Path(out_file)
-    fig.savefig(out_file)
-    plt.close(fig)
+    try:  # in the format the suffix names (given a file name without one, matplotlib would add .png)
+        write_atomic(out_file, lambda f: fig.savefig(f, format=out_file.suffix.lstrip('.').lower() or None))
+    finally:
+        plt.close(fig)
     return out_file
+
+
+def plot_formats() -> set[str]:
+    """File name suffixes (without the dot) that :func:`plot_accuracy_vs_cost` can write."""
+    import matplotlib
+    matplotlib.use('Agg')
+    from matplotlib.figure import Figure
+
+    return set(Figure().canvas.get_supported_filetypes())

@@ -329,3 +329,54 @@ def test_unsafe_pickle_is_refused_and_never_run(tmp_path):
     assert not (tmp_path / 'pwned').exists()
     with pytest.raises(CheckpointError, match='does not exist'):
         convert_official(tmp_path / 'missing.pth')
+
+
+@pytest.mark.parametrize('dst', ['folder', 'new/', 'config'])
+def test_an_output_folder_or_the_config_is_refused_before_reading(tmp_path, dst):
+    src = save(official_checkpoint(timm_vit(2), (1, 1)), tmp_path / 'official.pth')
+    config = tmp_path / 'config.py'
+    config.write_text(DEMO.read_text())
+    out = {'folder': str(tmp_path), 'new/': f'{tmp_path / "new"}/', 'config': str(config)}[dst]
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    message = 'would overwrite the input' if dst == 'config' else r'is a folder, expected a file path'
+    with pytest.raises(SystemExit, match=f'^error: output .*{message}'):
+        cli([str(src), out, '--config', str(config)])
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def _plain_pickle(path: Path) -> None:
+    import pickle
+    path.write_bytes(pickle.dumps([1, 2], protocol=4))
+
+
+FOREIGN_SOURCES = {
+    'text': (lambda p: p.write_text('hello\n'), r"not written by torch\.save \(it starts with b'hello"),
+    'JSON': (lambda p: p.write_text('{"model": 1}'), r'not written by torch\.save \(it starts with b\'\{"model'),
+    'pickle of a list': (_plain_pickle, r'not written by torch\.save \(a plain pickle'),
+    'empty': (lambda p: p.write_bytes(b''), r'the file is empty \(0 bytes\)'),
+    'truncated': (lambda p: p.write_bytes(save(official_checkpoint(timm_vit(2), (1, 1)), p).read_bytes()[:4000]),
+                  r'truncated, corrupt or still being written \(an incomplete zip archive\)'),
+    'folder': (lambda p: p.mkdir(), r'official checkpoint .*src\.pth is a folder, expected a checkpoint file'),
+    'ours': (lambda p: torch.save(dict(meta={META_KEY: dict(phase='assemble')}, state_dict={'w': torch.ones(1)}), p),
+             r'found \[\'meta\', \'state_dict\'\]; it is already an mmpretrain/mmincubation checkpoint'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(FOREIGN_SOURCES))
+def test_a_foreign_source_is_refused_in_one_line(tmp_path, case):
+    make, message = FOREIGN_SOURCES[case]
+    src = tmp_path / 'src.pth'
+    make(src)
+    with pytest.raises(CheckpointError, match=message) as error:
+        convert_official(src)
+    assert '\n' not in str(error.value)
+    with pytest.raises(SystemExit, match=message):
+        cli([str(src), str(tmp_path / 'out.pth')])
+    assert not (tmp_path / 'out.pth').exists()
+
+
+def test_a_meta_model_converted_as_a_full_model_is_told_to_pass_meta(tmp_path):
+    src = save(official_checkpoint(timm_vit(4, arch=DEMO_ARCH), (1, 1, 1, 1)), tmp_path / 'meta_official.pth')
+    with pytest.raises(SystemExit, match=r'missing keys: .*one block per stage, like a meta model: pass --meta'):
+        cli([str(src), str(tmp_path / 'out.pth'), '--config', str(DEMO)])
+    only_file(tmp_path, 'meta_official.pth')

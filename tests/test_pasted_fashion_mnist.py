@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
 
-from mmincubation.datasets.fashion_mnist import DEBIAN_ROOT
+from mmincubation.datasets.fashion_mnist import DEBIAN_ROOT, IDX_MD5
 from mmincubation.datasets.pasted_fashion_mnist import (
     CLASSES,
     SEG_CLASSES,
@@ -165,10 +166,66 @@ def test_an_existing_data_set_is_kept_replaced_or_refused(tiny_root, tmp_path, m
         make_pasted_fashion_mnist(tmp_path / 'interrupted', small)
     assert sorted(p.name for p in tmp_path.iterdir()) == ['pasted']
     monkeypatch.setattr(module, 'write_split', real)
-    (tmp_path / 'half').mkdir()
-    (tmp_path / 'half' / 'junk.png').write_bytes(b'')
+    (tmp_path / 'half' / 'images' / 'training').mkdir(parents=True)  # no manifest: an older version's interrupted run
+    (tmp_path / 'half' / 'images' / 'training' / 'junk.png').write_bytes(b'')
     assert make_pasted_fashion_mnist(tmp_path / 'half', small)
-    assert not (tmp_path / 'half' / 'junk.png').exists() and read_manifest(tmp_path / 'half')
+    assert not (tmp_path / 'half' / 'images' / 'training' / 'junk.png').exists() and read_manifest(tmp_path / 'half')
+
+
+def _tree(root: Path) -> dict[str, object]:
+    """Every path under ``root``: the target of a link, the bytes of a file, None for a folder."""
+    return {str(p.relative_to(root)): os.readlink(p) if p.is_symlink() else p.read_bytes() if p.is_file() else None
+            for p in sorted(root.rglob('*'))}
+
+
+@pytest.mark.parametrize('case', ['folder of other files', 'same with force', 'the source folder',
+                                  'a parent of the source folder', 'a file'])
+def test_an_output_that_is_not_a_data_set_is_never_replaced(tmp_path, case):
+    from tools.dataset_converters.make_pasted_fashion_mnist import main
+    source = tmp_path / 'fashion'  # links to the real files: a wrong replacement would remove only the links
+    source.mkdir()
+    for name in IDX_MD5:
+        (source / f'{name}.gz').symlink_to(Path(DEBIAN_ROOT) / f'{name}.gz')
+    (tmp_path / 'work' / 'runs').mkdir(parents=True)
+    (tmp_path / 'work' / 'notes.txt').write_text('precious')
+    out, message = {
+        'folder of other files': (tmp_path / 'work', r'output folder .*work exists and is not a pasted Fashion-MNIST '
+                                                     r'data set \(it holds notes\.txt, runs\): replacing it would'),
+        'same with force': (tmp_path / 'work', r'output folder .*work exists and is not a pasted Fashion-MNIST'),
+        'the source folder': (source, r'output folder .*fashion holds the source files'),
+        'a parent of the source folder': (tmp_path, r'output folder .* holds the source files \(.*/fashion\)'),
+        'a file': (tmp_path / 'work' / 'notes.txt', r'output .*notes\.txt is a file, expected a folder'),
+    }[case]
+    before = _tree(tmp_path)
+    force = case == 'same with force'
+    with pytest.raises(ValueError, match=message):  # a PastedDataError
+        make_pasted_fashion_mnist(out, TINY, source_root=source, force=force)
+    argv = ['--out', str(out), '--source-root', str(source), '--num-train', '2', '--num-val', '1']
+    with pytest.raises(SystemExit, match='^error: ' + message):
+        main(argv + (['--force'] if force else []))
+    assert _tree(tmp_path) == before
+
+
+@pytest.mark.parametrize('case, message', [
+    ('truncated', r'.*/train-images-idx3-ubyte\.gz is not a complete gzip file \(EOFError'),
+    ('text', r'.*/train-images-idx3-ubyte\.gz is not a complete gzip file \(BadGzipFile'),
+    ('source root is a file', r'source root .*notes\.txt is a file, expected the folder of the Fashion-MNIST IDX'),
+    ('bad parameters', r'canvas 8 is smaller than the largest item'),
+])
+def test_bad_sources_and_parameters_exit_in_one_line(tmp_path, case, message):
+    from tools.dataset_converters.make_pasted_fashion_mnist import main
+    source = tmp_path / 'source'
+    source.mkdir()
+    for name in IDX_MD5:
+        data = (Path(DEBIAN_ROOT) / f'{name}.gz').read_bytes()
+        data = data[:100] if case == 'truncated' else b'text\n' if case == 'text' else data
+        (source / f'{name}.gz').write_bytes(data)
+    (tmp_path / 'notes.txt').write_text('not a folder')
+    argv = ['--out', str(tmp_path / 'out'), '--num-train', '2', '--num-val', '1',
+            '--source-root', str(tmp_path / 'notes.txt' if case == 'source root is a file' else source)]
+    with pytest.raises(SystemExit, match='^error: ' + message):
+        main(argv + (['--canvas', '8'] if case == 'bad parameters' else []))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['notes.txt', 'source']
 
 
 def test_cli_is_idempotent(tmp_path, capsys):
@@ -290,6 +347,34 @@ def fake_checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp('ckpt') / 'classifier.pth'
     torch.save(dict(meta=dict(mmincubation=dict(phase='finetune')), state_dict=classifier.state_dict()), path)
     return path
+
+
+def _demo_argv(tmp_path: Path, data_root: Path, incubated: Path, e2e: Path) -> list[str]:
+    return ['--data-root', str(data_root), '--work-dir', str(tmp_path / 'runs'), '--num-train', '2', '--num-val', '1',
+            '--tasks', 'seg', '--max-iters', '1', '--quiet', '--incubated', str(incubated), '--e2e', str(e2e)]
+
+
+def test_downstream_demo_refuses_a_backbone_that_does_not_fit_before_building_data(fake_checkpoint, tmp_path):
+    from tools.downstream_demo import main
+    checkpoint = torch.load(fake_checkpoint, weights_only=True)
+    module = tmp_path / 'module_1.pth'
+    torch.save(dict(meta=dict(mmincubation=dict(phase='incubate', layout=[2, 2, 2, 2], module=1)),
+                    state_dict=checkpoint['state_dict']), module)
+    with pytest.raises(SystemExit, match=r'^error: checkpoint .*module_1\.pth holds a single incubated module'):
+        main(_demo_argv(tmp_path, tmp_path / 'data', fake_checkpoint, module))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['module_1.pth']  # no data set, no runs
+
+
+def test_downstream_demo_never_builds_its_data_over_the_checkpoints(fake_checkpoint, tmp_path):
+    from tools.downstream_demo import main
+    folder = tmp_path / 'checkpoints'
+    folder.mkdir()
+    (folder / 'classifier.pth').write_bytes(fake_checkpoint.read_bytes())
+    before = _tree(tmp_path)
+    with pytest.raises(SystemExit, match=r'^error: output folder .*checkpoints exists and is not a pasted '
+                                         r'Fashion-MNIST data set \(it holds classifier\.pth\)'):
+        main(_demo_argv(tmp_path, folder, folder / 'classifier.pth', folder / 'classifier.pth'))
+    assert _tree(tmp_path) == before
 
 
 class _BackboneAtStart(Hook):

@@ -3,8 +3,8 @@
     python tools/assemble.py configs/incubate_vit_b.py --modules m0.pth m1.pth m2.pth m3.pth --out vit-b.pth
     python tools/assemble.py configs/incubate_vit_b.py --work-dir work_dirs/incubate_vit_b   # its module files
 
-Nothing is written unless every module is present once, all come from the same layout and every key
-and shape fits the config's full model.
+Nothing is written unless every module is present once, all come from the config's layout and every
+key and shape fits the config's full model; an --out that is a folder, a module or the config is refused.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from mmengine.config import DictAction
 
 import mmincubation  # noqa: F401
 from mmincubation.assemble import assemble
+from mmincubation.checkpoint import check_config_file, check_output
 from mmincubation.engine.runner import build_layout, phase_config
 from mmincubation.engine.runner.cli import exit_on_bad_input, load_config
 from mmincubation.engine.runner.fit_checks import full_model_shapes
@@ -34,12 +35,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @exit_on_bad_input
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    check_config_file(args.config)
+    if args.out:  # refused before anything is read: an --out that is a folder, a module or the config
+        check_output(args.out, [*(args.modules or []), args.config])
     cfg = load_config(args)
+    layout = build_layout(cfg)
     modules = args.modules or [
         str(phase_work_dir(cfg.work_dir, 'incubate', k) / product_name('incubate', k))
-        for k in range(build_layout(cfg).num_modules)]
+        for k in range(layout.num_modules)]
     out = assemble(modules, args.out or osp.join(cfg.work_dir, 'assembled.pth'),
-                   reference=full_model_shapes(phase_config(cfg, 'finetune')))
+                   reference=full_model_shapes(phase_config(cfg, 'finetune')), layout=layout)
     print(f'assembled {len(modules)} modules into {out}')
 
 

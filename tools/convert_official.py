@@ -18,6 +18,7 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 
 import mmincubation  # noqa: F401  (compatibility fixes and registries)
+from mmincubation.checkpoint import check_config_file, check_output
 from mmincubation.convert_official import convert_official_file
 from mmincubation.engine.runner.cli import exit_on_bad_input
 from mmincubation.layout import LayoutError
@@ -42,8 +43,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @exit_on_bad_input
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    # refused before anything is read: a dst that is a folder, the src or the config
+    check_output(args.dst, [args.src] + ([args.config] if args.config else []))
     reference, module_depths = None, args.module_depths
     if args.config:
+        check_config_file(args.config)
         from mmincubation.engine.runner import build_layout, phase_config
         from mmincubation.engine.runner.fit_checks import full_model_shapes
 

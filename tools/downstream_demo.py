@@ -31,7 +31,13 @@ from mmengine.config import Config  # noqa: E402
 
 import mmincubation  # noqa: E402,F401  (compatibility fixes and registries)
 from mmincubation.datasets.fashion_mnist import DEBIAN_ROOT  # noqa: E402
-from mmincubation.datasets.pasted_fashion_mnist import PasteParams, make_pasted_fashion_mnist, read_manifest  # noqa: E402
+from mmincubation.datasets.pasted_fashion_mnist import (  # noqa: E402
+    PastedDataError,
+    PasteParams,
+    make_pasted_fashion_mnist,
+    read_manifest,
+)
+from mmincubation.engine.runner.cli import exit_on_bad_input  # noqa: E402
 from mmincubation.engine.runner.fit_checks import check_pretrained_backbone  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,25 +216,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@exit_on_bad_input
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     start = time.perf_counter()
     backbones = {'incubated': args.incubated, 'e2e': args.e2e}
     missing = [path for path in backbones.values() if not Path(path).is_file()]
     if missing:
-        raise SystemExit(f'missing backbone checkpoint(s) {missing}: run `make demo` first')
+        raise SystemExit(f'error: missing backbone checkpoint(s) {missing}: run `make demo` first')
+    if Path(args.work_dir).exists() and not Path(args.work_dir).is_dir():
+        raise SystemExit(f'error: --work-dir {args.work_dir} is a file, expected a folder')
+    configs = {(task, backbone): demo_config(task, checkpoint, Path(args.work_dir) / f'{task}_{backbone}',
+                                             data_root=args.data_root, max_iters=args.max_iters,
+                                             log_level='WARNING' if args.quiet else None, seed=args.train_seed)
+               for task in args.tasks for backbone, checkpoint in backbones.items()}
+    for cfg in configs.values():  # a checkpoint that does not fit is refused before minutes of data and training
+        check_pretrained_backbone(cfg)
     canvas = Config.fromfile(str(CONFIGS['det'])).canvas
-    params = PasteParams(num_train=args.num_train, num_val=args.num_val, canvas=canvas, seed=args.seed)
-    if make_pasted_fashion_mnist(args.data_root, params, source_root=args.source_root, force=args.force_data):
+    try:
+        params = PasteParams(num_train=args.num_train, num_val=args.num_val, canvas=canvas, seed=args.seed)
+    except ValueError as error:
+        raise SystemExit(f'error: {error}') from error
+    try:
+        built = make_pasted_fashion_mnist(args.data_root, params, source_root=args.source_root, force=args.force_data)
+    except (PastedDataError, FileNotFoundError, FileExistsError) as error:
+        raise SystemExit(f'error: {error}') from error
+    if built:
         print(f'wrote {args.data_root}', flush=True)
     data_seconds = time.perf_counter() - start
 
     results: dict = {}
     for task in args.tasks:
         for backbone, checkpoint in backbones.items():
-            work_dir = Path(args.work_dir) / f'{task}_{backbone}'
-            cfg = demo_config(task, checkpoint, work_dir, data_root=args.data_root, max_iters=args.max_iters,
-                              log_level='WARNING' if args.quiet else None, seed=args.train_seed)
+            cfg = configs[task, backbone]
+            work_dir = cfg.work_dir
             print(f'== {task} / {LABELS[backbone]}: {checkpoint} -> {work_dir}', flush=True)
             record = run_one(cfg, force=args.force)
             results.setdefault(backbone, {})[task] = record

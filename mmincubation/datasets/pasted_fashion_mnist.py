@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import tempfile
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -54,6 +55,12 @@ SOURCES = {'training': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
            'validation': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')}
 FORMAT_VERSION = 1
 MANIFEST = 'manifest.json'
+#: What a data set folder holds at its top level: anything else makes a folder not ours to replace.
+TOP_LEVEL = frozenset({MANIFEST, 'images', 'annotations'})
+
+
+class PastedDataError(ValueError):
+    """A source file or the output folder cannot be used (named in the message); nothing was written or removed."""
 
 
 @dataclass(frozen=True)
@@ -102,8 +109,15 @@ class PasteParams:
 def _read_idx(source_root: Path, name: str) -> bytes:
     """One decompressed, md5-verified IDX file from ``<name>.gz`` (Debian) or an extracted ``<name>``."""
     packed, plain = source_root / f'{name}.gz', source_root / name
+    if source_root.exists() and not source_root.is_dir():
+        raise PastedDataError(f'source root {source_root} is a file, expected the folder of the Fashion-MNIST IDX '
+                              f'files (e.g. {DEBIAN_ROOT})')
     if packed.is_file():
-        data = gzip.decompress(packed.read_bytes())
+        try:
+            data = gzip.decompress(packed.read_bytes())
+        except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
+            raise PastedDataError(f'{packed} is not a complete gzip file ({type(error).__name__}: {error}): '
+                                  'truncated or corrupt') from error
     elif plain.is_file():
         data = plain.read_bytes()
     else:
@@ -111,8 +125,8 @@ def _read_idx(source_root: Path, name: str) -> bytes:
                                 'with the Fashion-MNIST IDX files (.gz or extracted)')
     md5 = hashlib.md5(data).hexdigest()
     if md5 != IDX_MD5[name]:
-        raise ValueError(f'{source_root / name}: IDX data with md5 {md5}, expected {IDX_MD5[name]}: '
-                         'corrupt or not Fashion-MNIST')
+        raise PastedDataError(f'{source_root / name}: IDX data with md5 {md5}, expected {IDX_MD5[name]}: '
+                              'corrupt or not Fashion-MNIST')
     return data
 
 
@@ -260,15 +274,39 @@ def is_complete(root: str | os.PathLike, params: PasteParams) -> bool:
             and manifest.get('params') == asdict(params))
 
 
+def check_output_folder(root: Path, source_root: str | os.PathLike) -> None:
+    """Refuse an output folder whose replacement would lose something that is not a data set of ours."""
+    source = Path(source_root).resolve()
+    if root.resolve() == source or root.resolve() in source.parents:
+        raise PastedDataError(f'output folder {root} holds the source files ({source_root}): building the data set '
+                              'there would replace them; choose another folder')
+    if root.exists() and not root.is_dir():
+        raise PastedDataError(f'output {root} is a file, expected a folder for the data set; choose another path')
+    if root.is_dir() and read_manifest(root) is None:
+        foreign = sorted(entry.name for entry in root.iterdir() if entry.name not in TOP_LEVEL)
+        if foreign:
+            shown = ', '.join(foreign[:5]) + (f', ... ({len(foreign)} in all)' if len(foreign) > 5 else '')
+            raise PastedDataError(f'output folder {root} exists and is not a pasted Fashion-MNIST data set (it holds '
+                                  f'{shown}): replacing it would delete them; choose another folder or empty it')
+
+
 def make_pasted_fashion_mnist(root: str | os.PathLike, params: PasteParams | None = None,
                               source_root: str | os.PathLike = DEBIAN_ROOT, force: bool = False) -> bool:
     """Build the data set in ``root`` unless a complete one of the same parameters is there.
 
     Returns True when it was (re)built. A complete data set of *other* parameters is replaced only with
-    ``force=True``; an incomplete folder (no manifest: an interrupted run) is always replaced.
+    ``force=True``; an incomplete one (no manifest: an interrupted run of an older version) is replaced.
+
+    Raises:
+        PastedDataError: before anything is written, when ``root`` is a file, holds or is ``source_root``,
+            or is a folder with other things in it than a data set (``force`` or not: it is not ours to
+            delete); or when a source file is truncated or not Fashion-MNIST.
+        FileExistsError: ``root`` holds a complete data set of other parameters and ``force`` is False.
+        FileNotFoundError: a source file is missing.
     """
     params = params or PasteParams()
     root = Path(root)
+    check_output_folder(root, source_root)
     if is_complete(root, params) and not force:
         return False
     if root.exists() and read_manifest(root) is not None and not force:

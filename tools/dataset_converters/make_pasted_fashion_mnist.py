@@ -5,7 +5,8 @@
 
 Real Fashion-MNIST items pasted onto black canvases (see mmincubation/datasets/pasted_fashion_mnist.py).
 Idempotent: a complete data set of the same parameters in --out (its manifest.json) is kept as is; one of
-other parameters is replaced only with --force. The folder appears only once complete.
+other parameters is replaced only with --force. The folder appears only once complete. An --out that is a
+file, holds the source files or holds anything but a data set is refused before anything is written.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import time
 from dataclasses import fields
 
 from mmincubation.datasets.fashion_mnist import DEBIAN_ROOT
-from mmincubation.datasets.pasted_fashion_mnist import PasteParams, make_pasted_fashion_mnist
+from mmincubation.datasets.pasted_fashion_mnist import PastedDataError, PasteParams, make_pasted_fashion_mnist
 
 DEFAULTS = PasteParams()
 
@@ -33,9 +34,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> bool:
     args = parse_args(argv)
-    params = PasteParams(**{field.name: getattr(args, field.name) for field in fields(PasteParams)})
+    try:
+        params = PasteParams(**{field.name: getattr(args, field.name) for field in fields(PasteParams)})
+    except ValueError as error:
+        raise SystemExit(f'error: {error}') from error
     start = time.perf_counter()
-    built = make_pasted_fashion_mnist(args.out, params, source_root=args.source_root, force=args.force)
+    try:
+        built = make_pasted_fashion_mnist(args.out, params, source_root=args.source_root, force=args.force)
+    except (PastedDataError, FileNotFoundError, FileExistsError) as error:
+        raise SystemExit(f'error: {error}') from error
     if built:
         print(f'wrote {args.out} ({params.num_train} + {params.num_val} canvases of {params.canvas} px) '
               f'in {time.perf_counter() - start:.1f} s')
