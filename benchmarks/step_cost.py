@@ -119,6 +119,8 @@ def time_runner(phase_cfg: Config, batch: int, iters: int, with_our_hooks: bool)
 def measure(args: argparse.Namespace, phase: str, module: int | None) -> dict:
     cfg = Config.fromfile(args.config)
     cfg.work_dir = str(RESULTS / 'work_dir')
+    if 'incubation' in cfg:  # timing needs no meta model: scratch modules cost the same per step as grown ones
+        cfg.incubation.module_init = 'scratch'
     phase_cfg = phase_config(cfg, phase, module)
     if args.amp:  # MMEngine's AmpOptimWrapper needs a GPU
         phase_cfg.optim_wrapper.update(type='AmpOptimWrapper', dtype='bfloat16')

@@ -1,8 +1,12 @@
 """Shared fixtures and helpers: tiny ViT classifiers in mmpretrain's naming, a one-box mmdet sample."""
 from __future__ import annotations
 
+import copy
+from pathlib import Path
+
 import pytest
 import torch
+from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import mmincubation  # noqa: F401
@@ -33,6 +37,22 @@ def det_sample_64():
     sample.gt_instances = InstanceData(bboxes=torch.tensor([[8., 8., 40., 40.]]), labels=torch.tensor([1]),
                                        masks=BitmapMasks(masks.numpy(), 64, 64))
     return sample
+
+
+@pytest.fixture(scope='module')
+def load(tmp_path_factory):
+    """Config.fromfile, once per file, with a temporary work dir; callers get their own copy."""
+    work_dir = tmp_path_factory.mktemp('work_dirs')
+    cache = {}
+
+    def _load(path: Path) -> Config:
+        if path not in cache:
+            cfg = Config.fromfile(str(path))
+            cfg.work_dir = str(work_dir / path.stem)
+            cache[path] = cfg
+        return copy.deepcopy(cache[path])
+
+    return _load
 
 
 @pytest.fixture(scope='session')

@@ -55,22 +55,6 @@ DEIT_T_WIDTH, DEIT_T_HEADS, DEIT_T_MLP, CIFAR_TOKENS, CIFAR_CLASSES = 192, 3, 76
 CIFAR_K, CIFAR_META_EPOCHS, CIFAR_INCUBATE_EPOCHS, CIFAR_FINETUNE_EPOCHS = 4, 300, 50, 50
 
 
-@pytest.fixture(scope='module')
-def load(tmp_path_factory):
-    """Config.fromfile, once per file, with a temporary work dir; callers get their own copy."""
-    work_dir = tmp_path_factory.mktemp('work_dirs')
-    cache = {}
-
-    def _load(path: Path) -> Config:
-        if path not in cache:
-            cfg = Config.fromfile(str(path))
-            cfg.work_dir = str(work_dir / path.stem)
-            cache[path] = cfg
-        return copy.deepcopy(cache[path])
-
-    return _load
-
-
 def derived_phases(cfg: Config) -> dict:
     """The configs of meta, incubate (first and last module), finetune and e2e, as the runner makes them."""
     last = build_layout(cfg).num_modules - 1

@@ -243,7 +243,7 @@ def test_grown_module_is_the_only_part_that_trains(tmp_path):
 def test_growing_a_module_needs_a_meta_model_and_a_known_mode():
     with pytest.raises(LayoutError, match="module_init='meta' grows the module from the meta model"):
         MODELS.build(tiny_classifier_cfg(4, type='mmincubation.IncubationClassifier', module_depths=DEPTHS,
-                                         target_module=1, module_init='meta'))
+                                         target_module=1, module_init='meta')).init_weights()
     with pytest.raises(LayoutError, match=r"module_init must be one of \('scratch', 'meta'\), got 'grown'"):
         MODELS.build(tiny_classifier_cfg(4, type='mmincubation.IncubationClassifier', module_depths=DEPTHS,
                                          target_module=1, module_init='grown'))

@@ -46,24 +46,12 @@ PHASES = (('meta', None), ('incubate', 0), ('incubate', -1), ('finetune', None),
 OFFICIAL_WARMUP = {'meta': 20, 'incubate': 20, 'finetune': 0, 'e2e': 20}  # TRAINING.md's --warmup-epochs
 
 
-@pytest.fixture(scope='module')
-def load(tmp_path_factory):
-    work_dir = tmp_path_factory.mktemp('work_dirs')
-    cache = {}
-
-    def _load(path: Path) -> Config:
-        if path not in cache:
-            cfg = Config.fromfile(str(path))
-            cfg.work_dir = str(work_dir / path.stem)
-            cache[path] = cfg
-        return copy.deepcopy(cache[path])
-
-    return _load
-
-
 def derive(cfg: Config, phase: str, module: int | None) -> Config:
+    """A phase's config; hybrids with scratch modules (their own fresh init; grown ones need a meta model)."""
     if module is not None and module < 0:
         module += build_layout(cfg).num_modules
+    if 'incubation' in cfg:
+        cfg.incubation.module_init = 'scratch'
     return phase_config(cfg, phase, module)
 
 

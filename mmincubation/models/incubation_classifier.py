@@ -38,9 +38,6 @@ class IncubationClassifier(ImageClassifier):
                  meta_checkpoint: str | None = None, module_init: str = 'scratch', **kwargs) -> None:
         if module_init not in self.MODULE_INITS:
             raise LayoutError(f'incubation.module_init must be one of {self.MODULE_INITS}, got {module_init!r}')
-        if module_init == 'meta' and meta_checkpoint is None:
-            raise LayoutError("incubation.module_init='meta' grows the module from the meta model: "
-                              'it needs a meta_checkpoint')
         super().__init__(*args, **kwargs)
         self.module_init = module_init
         self.full_layout = ModuleLayout(tuple(module_depths))
@@ -55,6 +52,9 @@ class IncubationClassifier(ImageClassifier):
             param.requires_grad_(self.layout.module_of(name) == target_module)
 
     def init_weights(self) -> None:
+        if self.module_init == 'meta' and self.meta_checkpoint is None:
+            raise LayoutError("incubation.module_init='meta' grows the module from the meta model: "
+                              'it needs a meta_checkpoint')
         super().init_weights()
         if self.meta_checkpoint is not None:
             self.load_meta_modules(self.meta_checkpoint)
