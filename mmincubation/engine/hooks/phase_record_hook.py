@@ -8,6 +8,7 @@ from pathlib import Path
 from mmengine.dist import get_world_size, master_only
 from mmengine.hooks import Hook
 
+from ...checkpoint import write_atomic
 from ...registry import HOOKS
 
 
@@ -69,7 +70,5 @@ class PhaseRecordHook(Hook):
             wall_seconds=self.wall_seconds if finished else time.perf_counter() - self.started,
             seconds_per_iter=float(iter_time.mean()) if iter_time else None,
             history=self.history, test_metrics=self.test_metrics)
-        path = Path(runner.work_dir) / 'phase_record.json'
-        tmp = path.with_suffix('.json.tmp')
-        tmp.write_text(json.dumps(record, indent=1))
-        tmp.replace(path)
+        write_atomic(Path(runner.work_dir) / 'phase_record.json',
+                     lambda f: f.write(json.dumps(record, indent=1).encode()))
