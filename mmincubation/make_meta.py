@@ -1,0 +1,380 @@
+"""A pretrained network as the meta model: its stem, K of its blocks, its final norm and its head.
+
+Deep Incubation trains a small meta model (one block per module) from scratch before incubating the
+modules. The paper's supplement names the obvious saving: a pretrained network of the same width
+already is such a model. :func:`make_meta` takes one, keeps the stem (patch embedding, class token,
+position embedding), K of its blocks (evenly spaced by default, or the indices given), the final norm
+and, when its shapes fit the config's, the head, and returns a checkpoint tagged exactly like the
+meta phase's product (``meta.mmincubation = {phase: 'meta', layout, holds: 'meta', ...}``): placed at
+``<work_dir>/meta/meta.pth`` it replaces meta pretraining, for modules incubated from scratch and grown
+from the meta model (``incubation.module_init='meta'``) alike.
+
+Sources (read with torch's safe ``weights_only`` loader):
+  * our own products: a meta, assembled, fine-tuned or E2E model (a single module or a hybrid is refused);
+  * plain mmpretrain checkpoints: an ``ImageClassifier``'s ``state_dict`` or a bare backbone's keys
+    (``patch_embed.*``, ``layers.N.*``, ...; these have no head);
+  * official Deep Incubation checkpoints (``{'model': ..., 'model_stages': [...]}``) and timm ViT state
+    dicts (bare or under ``state_dict``), through :mod:`mmincubation.convert_official`.
+
+The meta model must be a ViT of mmpretrain's ``VisionTransformer`` family (blocks in
+``backbone.layers``). A source of another width, patch size, input channel count or backbone kind is
+refused, naming the file and the difference; a source whose image size differs is accepted, its
+position embedding resized by the ViT itself (as mmpretrain does when loading). A head whose shapes
+do not fit (another class count, or none) is replaced by the head of the config's meta model built
+and initialised with the config's seed, so it needs training before incubation (a head warm-up).
+
+What the source cost to train is recorded with it (:func:`pretraining_cost`): it was paid before, and
+reports count it apart from the pipeline's new cost.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import re
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from mmengine.config import Config
+from mmengine.logging import MMLogger, print_log
+from mmengine.registry import DefaultScope
+from torch import nn
+
+from .checkpoint import (
+    META_KEY,
+    CheckpointError,
+    check_output,
+    checkpoint_holds,
+    load_weights,
+    read_torch_file,
+    save_atomic,
+)
+from .convert_official import OFFICIAL_NAMING, check_official, convert_official, merge_stages, to_ours
+from .engine.runner.phase_config import build_layout, phase_config, phase_work_dir, product_name
+from .layout import LayoutError, check_state_dict
+
+#: mmpretrain's ``PatchEmbed`` convolution: ``(width, input channels, patch height, patch width)``.
+PATCH_EMBED = 'backbone.patch_embed.projection.weight'
+#: The position embedding, which the ViT resizes to its own token grid when loading.
+POS_EMBED = 'backbone.pos_embed'
+#: Key prefix of the backbone; everything else (neck, head) counts as the head.
+BACKBONE = 'backbone.'
+
+#: The phase records a product's training is the sum of (their folders, relative to the pipeline's work dir).
+PAID_BY = {'meta': ('meta', ), 'assemble': ('meta', 'incubate/module_*'),
+           'finetune': ('meta', 'incubate/module_*', 'finetune'), 'e2e': ('e2e', )}
+
+
+@dataclass(frozen=True)
+class PretrainedSource:
+    """A pretrained network read from a file, in mmpretrain ``ImageClassifier`` keys.
+
+    Attributes:
+        path: the file.
+        kind: what the file is, in words (e.g. ``'mmincubation e2e product'``, ``'timm ViT state dict'``).
+        state_dict: its tensors keyed as an ``ImageClassifier`` (``backbone.*``, ``neck.*``, ``head.*``).
+        record: its mmincubation tag (``meta.mmincubation``), None for other files.
+        dataset_meta: the dataset description (class names) it was saved with, if any.
+    """
+
+    path: Path
+    kind: str
+    state_dict: dict[str, torch.Tensor]
+    record: dict | None = None
+    dataset_meta: dict | None = None
+
+
+def _is_timm(state_dict: Mapping[str, object]) -> bool:
+    """timm / official ViT keys: a ``cls_token`` and ``blocks.N.*``, nothing under ``backbone.``."""
+    return 'cls_token' in state_dict and any(OFFICIAL_NAMING.split(key) for key in state_dict)
+
+
+def read_pretrained(path: str | os.PathLike) -> PretrainedSource:
+    """Read any supported pretrained network (see the module docs) as ``ImageClassifier`` keys.
+
+    Raises:
+        CheckpointError: naming ``path`` when it is unreadable, not a network (a single module, a
+            hybrid, a list...), or an official / timm checkpoint that is not a valid ViT.
+    """
+    path = Path(path)
+    # Official and timm training checkpoints also pickle their ``args`` (an argparse.Namespace, a plain
+    # attribute bag: see convert_official.load_official), which is all the safe loader is allowed here.
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        raw = read_torch_file(path, 'pretrained checkpoint', mmap=zipfile.is_zipfile(path))
+        if isinstance(raw, Mapping) and isinstance(raw.get('model'), Mapping):
+            return PretrainedSource(path, 'official Deep Incubation checkpoint', convert_official(path)['state_dict'])
+        checkpoint = load_weights(path)
+    state_dict, meta = checkpoint['state_dict'], checkpoint['meta']
+    record = meta.get(META_KEY)
+    if isinstance(record, Mapping):
+        holds = checkpoint_holds(record)
+        if holds not in ('full', 'meta'):
+            what = {'module': f'a single incubated module (module {record.get("module")})',
+                    'hybrid': 'a hybrid of an unfinished module incubation'}.get(holds, f'{holds!r} weights')
+            raise CheckpointError(f'pretrained checkpoint {path} holds {what}, written by the "{record.get("phase")}" '
+                                  f'phase of layout {record.get("layout")}; expected a whole network (a meta, '
+                                  'assembled, fine-tuned or E2E model)')
+        return PretrainedSource(path, f'mmincubation {record.get("phase")} product', state_dict, dict(record),
+                                meta.get('dataset_meta'))
+    if _is_timm(state_dict):
+        source = f'pretrained checkpoint {path} (timm keys)'
+        merged, layout = merge_stages([state_dict], source)
+        check_official(merged, layout.total_depth, source)
+        return PretrainedSource(path, 'timm ViT state dict', to_ours(merged))
+    if not any(key.startswith(BACKBONE) for key in state_dict):
+        return PretrainedSource(path, 'mmpretrain backbone (no head)',
+                                {BACKBONE + key: value for key, value in state_dict.items()})
+    return PretrainedSource(path, 'mmpretrain classifier', state_dict, None, meta.get('dataset_meta'))
+
+
+def pretraining_cost(source: PretrainedSource, cost: float | None = None) -> dict:
+    """What training ``source`` cost, in block-images (images seen x blocks trained, summed over phases).
+
+    ``cost`` given by the user wins. Otherwise, for one of our products still in its pipeline work
+    dir (``meta/meta.pth``, ``assembled.pth``, ``finetune/finetuned.pth``, ``e2e/e2e.pth``), the
+    ``phase_record.json`` of every phase it embodies are summed: meta; meta and the K modules;
+    those and the fine-tune; or the E2E run. A moved or renamed file, or a missing or unfinished
+    record, leaves the cost unknown (None): the training it took is then not counted anywhere.
+
+    Returns:
+        ``dict(cost=float | None, wall_seconds=float | None, cost_from=str)``, where ``cost_from``
+        is ``'given'``, ``'unknown'`` or the records' paths (comma-separated).
+    """
+    if cost is not None:
+        return dict(cost=float(cost), wall_seconds=None, cost_from='given')
+    unknown = dict(cost=None, wall_seconds=None, cost_from='unknown')
+    phase = (source.record or {}).get('phase')
+    if phase not in PAID_BY:
+        return unknown
+    path = source.path.resolve()
+    work_dir = path.parent if phase == 'assemble' else path.parent.parent
+    expected = work_dir / 'assembled.pth' if phase == 'assemble' else phase_work_dir(
+        str(work_dir), phase) / product_name(phase)
+    if path != expected:
+        return unknown
+    num_modules = len(source.record.get('layout') or [])
+    files = []
+    for folder in PAID_BY[phase]:
+        found = sorted(work_dir.glob(f'{folder}/phase_record.json'))
+        if len(found) != (num_modules if '*' in folder else 1):
+            return unknown
+        files += found
+    records = [json.loads(file.read_text()) for file in files]
+    if not all(record.get('finished') for record in records):
+        return unknown
+    return dict(cost=float(sum(r['cost'] - r['cost_offset'] for r in records)),
+                wall_seconds=float(sum(r['wall_seconds'] for r in records)),
+                cost_from=', '.join(map(str, files)))
+
+
+def evenly_spaced(depth: int, count: int) -> list[int]:
+    """``count`` block indices spread over ``depth`` blocks, first and last included (rounded half up).
+
+    E.g. 8 blocks, 4 kept: ``[0, 2, 5, 7]``; 6 blocks, 3 kept: ``[0, 3, 5]``; one kept: ``[0]``.
+    """
+    if count == 1:
+        return [0]
+    return [(2 * i * (depth - 1) + count - 1) // (2 * (count - 1)) for i in range(count)]
+
+
+def check_blocks(blocks: Sequence[int], depth: int, count: int, path: Path) -> list[int]:
+    """``blocks`` as a list, checked: ``count`` strictly increasing indices below ``depth``.
+
+    Raises:
+        LayoutError: naming the blocks and what was expected.
+    """
+    blocks = list(blocks)
+    if len(blocks) != count or not all(isinstance(b, int) and not isinstance(b, bool) for b in blocks):
+        raise LayoutError(f'blocks {blocks} of pretrained checkpoint {path}: expected {count} block indices, '
+                          'one per module of the config')
+    if any(b < 0 or b >= depth for b in blocks):
+        raise LayoutError(f'blocks {blocks}: pretrained checkpoint {path} has blocks 0..{depth - 1}')
+    if any(a >= b for a, b in zip(blocks, blocks[1:])):
+        raise LayoutError(f'blocks {blocks} of pretrained checkpoint {path} must be strictly increasing '
+                          '(meta block k stands in for module k)')
+    return blocks
+
+
+def build_meta_model(cfg: Config) -> nn.Module:
+    """The config's meta model (``phase_config(cfg, 'meta')``), initialised with the config's seed.
+
+    Seeded with ``randomness.seed`` (0 if unset) inside a forked random state, so the same config
+    always gives the same fresh head and the caller's random state is untouched. MMEngine's report of
+    how each parameter was initialised (a few lines per tensor) is left out of the log.
+    """
+    from mmpretrain.registry import MODELS
+
+    seed = (cfg.get('randomness') or {}).get('seed') or 0
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    scope = cfg.get('default_scope', 'mmpretrain')
+    with torch.random.fork_rng(devices=[]), DefaultScope.overwrite_default_scope(scope):
+        torch.manual_seed(seed)
+        model = MODELS.build(phase_config(cfg, 'meta').model)
+        logger.setLevel(logging.WARNING)
+        try:
+            model.init_weights()
+        finally:
+            logger.setLevel(level)
+    return model
+
+
+def _blocks_prefix(model: nn.Module, cfg: Config) -> str:
+    """State-dict prefix of the meta model's block list (``'backbone.layers.'``); other backbones are refused."""
+    layers = getattr(model.backbone, 'layers', None)
+    if not isinstance(layers, nn.ModuleList):
+        raise LayoutError(f'a pretrained meta model needs a ViT backbone (mmpretrain VisionTransformer family, blocks '
+                          f'in backbone.layers); the config\'s model.backbone is {cfg.model.backbone.type}')
+    return next(f'{name}.' for name, module in model.named_modules() if module is layers)
+
+
+def _source_depth(source: PretrainedSource, prefix: str, backbone_type: str) -> int:
+    """Number of blocks ``prefix``N.* in ``source``, whose indices must be 0..N-1."""
+    pattern = re.compile(re.escape(prefix) + r'(\d+)\.')
+    indices = {int(match.group(1)) for match in map(pattern.match, source.state_dict) if match}
+    if not indices:
+        found = sorted({'.'.join(key.split('.')[:2]) for key in source.state_dict if key.startswith(BACKBONE)})
+        raise CheckpointError(f'pretrained checkpoint {source.path} ({source.kind}) holds no {backbone_type} blocks '
+                              f'({prefix}N.*): its backbone has {found[:6] or "no keys"}; expected the config\'s '
+                              'backbone kind')
+    if indices != set(range(len(indices))):
+        raise CheckpointError(f'pretrained checkpoint {source.path}: block indices {sorted(indices)} are not '
+                              f'0..{len(indices) - 1}')
+    return len(indices)
+
+
+def _check_patch_embed(source: PretrainedSource, reference: Mapping[str, torch.Tensor]) -> None:
+    """Refuse another width, input channel count or patch size, named as such (read from the patch embedding)."""
+    if PATCH_EMBED not in source.state_dict or PATCH_EMBED not in reference:
+        return  # a missing key is named by check_state_dict
+    found, wanted = tuple(source.state_dict[PATCH_EMBED].shape), tuple(reference[PATCH_EMBED].shape)
+    if len(found) != 4 or found == wanted:
+        return
+    what = [f'width {found[0]} vs the config\'s {wanted[0]} (model.backbone.arch.embed_dims)'] * (found[0] != wanted[0])
+    what += [f'{found[1]} input channels vs {wanted[1]} (model.backbone.in_channels)'] * (found[1] != wanted[1])
+    what += [f'patch size {found[2]}x{found[3]} vs {wanted[2]}x{wanted[3]} (model.backbone.patch_size)'] * (
+        found[2:] != wanted[2:])
+    raise CheckpointError(f'pretrained checkpoint {source.path} ({source.kind}) does not fit the config: '
+                          f'{"; ".join(what)} ({PATCH_EMBED} {found} vs {wanted})')
+
+
+def _head_misfit(source: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor]) -> str | None:
+    """Why the source's head (every key outside the backbone) cannot be reused, or None when it can."""
+    head = {key: value for key, value in source.items() if not key.startswith(BACKBONE)}
+    wanted = {key: value for key, value in reference.items() if not key.startswith(BACKBONE)}
+    if not head:
+        return 'the source has no head'
+    try:
+        check_state_dict(head, wanted, source='the source\'s head')
+    except LayoutError as error:
+        return str(error).replace(' (another width or patch size?)', '')
+    return None
+
+
+def make_meta(source: str | os.PathLike, cfg: Config, blocks: Sequence[int] | None = None,
+              cost: float | None = None) -> dict:
+    """A meta-model checkpoint for ``cfg`` made of a pretrained network of the same width.
+
+    Args:
+        source: the pretrained checkpoint (see the module docs for the formats).
+        cfg: the whole-pipeline incubation config; its meta model (K blocks, ``phase_config(cfg, 'meta')``)
+            is what the checkpoint must fit.
+        blocks: the source's block indices that become meta blocks 0..K-1 (strictly increasing);
+            default :func:`evenly_spaced`, first and last included.
+        cost: what training the source cost in block-images, if known; default: read from its phase
+            records when it is one of our products (:func:`pretraining_cost`).
+
+    Returns:
+        ``dict(meta=dict(mmincubation=record[, dataset_meta]), state_dict=...)``: the meta model's keys
+        exactly, in the meta model's dtype. ``record`` is the meta phase's tag (``phase='meta'``,
+        ``layout`` = the full model's module depths, ``holds='meta'``) plus ``pretrained``:
+        ``dict(checkpoint, kind, depth, blocks, head='reused' | 'new', cost, wall_seconds, cost_from)``.
+
+    Raises:
+        CheckpointError: naming ``source`` and the difference: unreadable, not a whole network, no blocks
+            of the config's backbone kind, another width / patch size / input channels, other keys or shapes.
+        LayoutError: the config's backbone is not a ViT, or ``blocks`` is not K strictly increasing
+            indices of the source's blocks (a source shallower than K is refused this way too).
+    """
+    cfg = copy.deepcopy(cfg)
+    if cfg.get('work_dir') is None:  # phase_config names the meta phase's work dir; nothing is written there
+        cfg.work_dir = str(Path('work_dirs', Path(cfg.filename or 'incubation').stem))
+    layout = build_layout(cfg)
+    model = build_meta_model(cfg)
+    reference = model.state_dict()
+    prefix = _blocks_prefix(model, cfg)
+    pretrained = read_pretrained(source)
+    depth = _source_depth(pretrained, prefix, cfg.model.backbone.type)
+    _check_patch_embed(pretrained, reference)
+    if depth < layout.num_modules and blocks is None:
+        raise LayoutError(f'pretrained checkpoint {pretrained.path} has {depth} blocks, fewer than the '
+                          f'{layout.num_modules} the meta model needs (one per module): use fewer modules')
+    blocks = check_blocks(evenly_spaced(depth, layout.num_modules) if blocks is None else blocks, depth,
+                          layout.num_modules, pretrained.path)
+
+    renamed = {f'{prefix}{b}.': f'{prefix}{k}.' for k, b in enumerate(blocks)}
+    state = {}
+    for key, value in pretrained.state_dict.items():
+        match = re.match(re.escape(prefix) + r'\d+\.', key)
+        if match is None:
+            state[key] = value
+        elif match.group(0) in renamed:
+            state[renamed[match.group(0)] + key[match.end():]] = value
+    backbone = {key: value for key, value in state.items() if key.startswith(BACKBONE)}
+    wanted = {key: value for key, value in reference.items() if key.startswith(BACKBONE)}
+    if POS_EMBED in backbone and POS_EMBED in wanted:  # the ViT resizes it to its token grid on loading
+        backbone[POS_EMBED] = wanted[POS_EMBED]
+    try:
+        check_state_dict(backbone, wanted, source=f'pretrained checkpoint {pretrained.path} ({pretrained.kind}, '
+                                                  f'blocks {blocks})')
+    except LayoutError as error:
+        raise CheckpointError(str(error)) from error
+
+    misfit = _head_misfit(state, reference)
+    if misfit is None:
+        print_log(f'head reused from {pretrained.path}', logger='current')
+    else:
+        print_log(f'head newly initialised (the config\'s meta model, seeded): {misfit}; train it before '
+                  'incubating the modules (a head warm-up)', logger='current')
+        state = {key: value for key, value in state.items() if key.startswith(BACKBONE)}
+        state.update({key: value for key, value in reference.items() if not key.startswith(BACKBONE)})
+    try:  # copies by value; the ViT resizes pos_embed to its token grid if it must
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, ValueError) as error:  # a position embedding of a grid the ViT cannot resize from
+        raise CheckpointError(f'pretrained checkpoint {pretrained.path}: {POS_EMBED} of shape '
+                              f'{tuple(pretrained.state_dict[POS_EMBED].shape)} cannot be resized to '
+                              f'{tuple(reference[POS_EMBED].shape)}: {" ".join(str(error).split())[:200]}') from error
+
+    record = dict(phase='meta', layout=list(layout.depths), holds='meta',
+                  pretrained=dict(checkpoint=str(pretrained.path), kind=pretrained.kind, depth=depth, blocks=blocks,
+                                  head='new' if misfit else 'reused', **pretraining_cost(pretrained, cost)))
+    meta = {META_KEY: record}
+    if misfit is None and pretrained.dataset_meta:
+        meta['dataset_meta'] = pretrained.dataset_meta
+    return dict(meta=meta, state_dict={key: value.detach().clone() for key, value in model.state_dict().items()})
+
+
+def write_meta(source: str | os.PathLike, cfg: Config, out: str | os.PathLike, blocks: Sequence[int] | None = None,
+               cost: float | None = None) -> dict:
+    """:func:`make_meta` written to ``out`` atomically; nothing is written if anything is wrong.
+
+    Returns the tag's record (``meta.mmincubation``). An ``out`` that is a folder or the source
+    itself is refused before anything is read (:func:`~mmincubation.checkpoint.check_output`).
+    """
+    check_output(out, [source])
+    checkpoint = make_meta(source, cfg, blocks, cost)
+    save_atomic(checkpoint, out)
+    return checkpoint['meta'][META_KEY]
+
+
+def pretrained_record(meta_checkpoint: str | os.PathLike) -> dict | None:
+    """The ``pretrained`` entry of a meta checkpoint's tag (what it was made of, what that cost), or
+    None for a meta model trained by the meta phase."""
+    record = load_weights(meta_checkpoint)['meta'].get(META_KEY)
+    found = record.get('pretrained') if isinstance(record, Mapping) else None
+    return dict(found) if isinstance(found, Mapping) else None

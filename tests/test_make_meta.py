@@ -1,0 +1,259 @@
+"""A pretrained network becomes the meta model: exactly its chosen blocks, computing what they compute."""
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import WIDTH, tiny_classifier_cfg
+from mmengine.config import Config
+from mmpretrain.registry import MODELS
+from torch import nn
+
+from mmincubation.checkpoint import META_KEY, load_fitting, load_weights, save_atomic
+from mmincubation.engine.runner import phase_config
+from mmincubation.make_meta import evenly_spaced, make_meta, pretrained_record, write_meta
+from tools.make_meta import main as cli
+
+DEPTHS = (3, 3, 3)  # the config's full model: 9 blocks, K = 3; its meta model has 3 blocks
+SOURCE_DEPTH = 6
+BLOCKS = [0, 3, 5]  # evenly spaced over 6 blocks, first and last included
+SEED = 7
+
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    """These models are tiny: one thread is faster than two contending with other work."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def pipeline_cfg(work_dir: Path, **backbone) -> Config:
+    """An incubation config of the tiny 9-block ViT, K = 3 (its meta phase builds the 3-block model)."""
+    model = tiny_classifier_cfg(sum(DEPTHS))
+    model['backbone'].update(backbone)
+    return Config(dict(model=model, incubation=dict(module_depths=list(DEPTHS)), work_dir=str(work_dir),
+                       randomness=dict(seed=SEED), optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3))))
+
+
+def source_model(depth: int = SOURCE_DEPTH, num_classes: int = 3, **backbone) -> nn.Module:
+    """A tiny ViT classifier with every tensor random (LayerNorm scales around 1), in eval mode."""
+    cfg = tiny_classifier_cfg(depth)
+    cfg['backbone'].update(backbone)
+    cfg['head']['num_classes'] = num_classes
+    model = MODELS.build(cfg)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            param.copy_(torch.randn_like(param) * 0.2 + (1.0 if name.endswith(('ln1.weight', 'ln2.weight')) else 0.))
+    return model.eval()
+
+
+def write_e2e_product(work_dir: Path, model: nn.Module, cost: float = 3e5, wall: float = 12.5) -> Path:
+    """``model`` saved as an E2E run's product, with the phase record the run writes next to it."""
+    path = save_atomic(dict(meta={META_KEY: dict(phase='e2e', layout=[2, 2, 2], holds='full')},
+                            state_dict=model.state_dict()), work_dir / 'e2e' / 'e2e.pth')
+    record = dict(phase='e2e', finished=True, num_blocks=SOURCE_DEPTH, iters=10, images=int(cost / SOURCE_DEPTH),
+                  cost_offset=0.0, cost=cost, wall_seconds=wall, history=[], test_metrics={})
+    (work_dir / 'e2e' / 'phase_record.json').write_text(json.dumps(record))
+    return path
+
+
+def selected_blocks(model: nn.Module, blocks: list[int]) -> nn.Module:
+    """The source network with only ``blocks`` kept: what the meta model made of it must compute."""
+    probe = copy.deepcopy(model)
+    probe.backbone.layers = nn.ModuleList([probe.backbone.layers[b] for b in blocks])
+    probe.backbone.out_indices = [len(blocks) - 1]
+    return probe.eval()
+
+
+def test_defaults_keep_first_and_last_block_evenly_spaced():
+    assert evenly_spaced(6, 3) == BLOCKS
+    assert evenly_spaced(8, 4) == [0, 2, 5, 7]
+    assert evenly_spaced(32, 4) == [0, 10, 21, 31]
+    assert evenly_spaced(4, 4) == [0, 1, 2, 3]
+    assert evenly_spaced(5, 1) == [0]
+
+
+def test_meta_checkpoint_holds_exactly_the_chosen_blocks_and_the_source_cost(tmp_path):
+    source = source_model()
+    path = write_e2e_product(tmp_path / 'small', source)
+    cfg = pipeline_cfg(tmp_path / 'big')
+    checkpoint = make_meta(path, cfg)
+
+    state, wanted = checkpoint['state_dict'], source.state_dict()
+    meta_keys = set(MODELS.build(phase_config(cfg, 'meta').model).state_dict())
+    assert set(state) == meta_keys
+    for key, value in state.items():
+        if key.startswith('backbone.layers.'):
+            k, rest = key[len('backbone.layers.'):].split('.', 1)
+            origin = f'backbone.layers.{BLOCKS[int(k)]}.{rest}'
+        else:  # stem, final norm, head: the source's own
+            origin = key
+        assert torch.equal(value, wanted[origin]), (key, origin)
+    record = checkpoint['meta'][META_KEY]
+    assert record == dict(phase='meta', layout=list(DEPTHS), holds='meta', pretrained=dict(
+        checkpoint=str(path), kind='mmincubation e2e product', depth=SOURCE_DEPTH, blocks=BLOCKS, head='reused',
+        cost=3e5, wall_seconds=12.5, cost_from=str((path.parent / 'phase_record.json').resolve())))
+    # a user-given cost wins; a product moved out of its work dir has no known cost
+    assert make_meta(path, cfg, cost=1e9)['meta'][META_KEY]['pretrained']['cost'] == 1e9
+    moved = save_atomic(load_weights(path), tmp_path / 'elsewhere.pth')
+    assert make_meta(moved, cfg)['meta'][META_KEY]['pretrained']['cost_from'] == 'unknown'
+
+
+@pytest.mark.parametrize('module_init', ['meta', 'scratch'])
+def test_hybrids_built_from_it_compute_the_source_blocks(tmp_path, module_init):
+    source = source_model()
+    cfg = pipeline_cfg(tmp_path / 'big')
+    meta_path = tmp_path / 'big' / 'meta' / 'meta.pth'
+    write_meta(write_e2e_product(tmp_path / 'small', source), cfg, meta_path, blocks=[1, 2, 4])
+    load_fitting(meta_path, MODELS.build(phase_config(cfg, 'meta').model).state_dict(), holds='meta',
+                 num_modules=len(DEPTHS))  # what the pipeline's checks accept
+    probe = selected_blocks(source, [1, 2, 4])
+    inputs = torch.randn(4, 1, 16, 16)
+    for target in range(len(DEPTHS)):
+        cfg.incubation.module_init = module_init
+        hybrid = MODELS.build(phase_config(cfg, 'incubate', target, meta_checkpoint=str(meta_path)).model)
+        hybrid.init_weights()
+        hybrid.eval()
+        if module_init == 'meta':  # grown modules: every hybrid computes the source's selected blocks
+            torch.testing.assert_close(hybrid(inputs, mode='tensor'), probe(inputs, mode='tensor'))
+        else:  # scratch modules: every module but the target is the source's selected block (and stem / tail)
+            for module, origin in enumerate([1, 2, 4]):
+                if module != target:  # the target's blocks come first in its hybrid, then one block per module
+                    block = module if module < target else module + DEPTHS[target] - 1
+                    torch.testing.assert_close(hybrid.backbone.layers[block].state_dict(),
+                                               source.backbone.layers[origin].state_dict(), rtol=0, atol=0)
+            if target != len(DEPTHS) - 1:
+                torch.testing.assert_close(hybrid.head.state_dict(), source.head.state_dict(), rtol=0, atol=0)
+
+
+def timm_vit(depth: int = SOURCE_DEPTH):
+    """A timm ViT of the tiny config's architecture, every tensor random, in eval mode."""
+    from timm.models.vision_transformer import VisionTransformer
+    model = VisionTransformer(img_size=16, patch_size=8, in_chans=1, embed_dim=WIDTH, depth=depth, num_heads=2,
+                              mlp_ratio=2, num_classes=3)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            param.copy_(torch.randn_like(param) * 0.2 + (1.0 if 'norm' in name and name.endswith('weight') else 0.))
+    return model.eval()
+
+
+@pytest.mark.parametrize('wrap', ['official', 'timm', 'timm training checkpoint'])
+def test_official_and_timm_checkpoints_through_the_converter(tmp_path, wrap):
+    import argparse
+    timm = timm_vit()
+    state = timm.state_dict()
+    saved = {'official': {'model': state, 'model_stages': [], 'args': argparse.Namespace(lr=1e-3)},
+             'timm': state,
+             'timm training checkpoint': {'state_dict': state, 'arch': 'vit', 'args': argparse.Namespace()}}[wrap]
+    torch.save(saved, tmp_path / 'timm.pth')
+    cfg = pipeline_cfg(tmp_path / 'big')
+    checkpoint = make_meta(tmp_path / 'timm.pth', cfg)
+    meta = MODELS.build(phase_config(cfg, 'meta').model).eval()
+    meta.load_state_dict(checkpoint['state_dict'])
+    torch.testing.assert_close(checkpoint['state_dict']['backbone.layers.1.attn.qkv.weight'],
+                               state['blocks.3.attn.qkv.weight'], rtol=0, atol=0)
+    timm.blocks = nn.Sequential(*[timm.blocks[b] for b in BLOCKS])
+    inputs = torch.randn(4, 1, 16, 16)
+    torch.testing.assert_close(meta(inputs, mode='tensor'), timm(inputs))
+
+
+def test_plain_mmpretrain_classifier_and_backbone(tmp_path):
+    source = source_model(num_classes=5)  # another class count: the head cannot be reused
+    cfg = pipeline_cfg(tmp_path / 'big')
+    torch.save(dict(state_dict=source.state_dict(), meta=dict(epoch=3)), tmp_path / 'classifier.pth')
+    torch.save(source.backbone.state_dict(), tmp_path / 'backbone.pth')  # bare backbone keys, no head
+    torch.manual_seed(SEED)
+    fresh = MODELS.build(phase_config(cfg, 'meta').model)
+    fresh.init_weights()
+    for name, kind in (('classifier.pth', 'mmpretrain classifier'), ('backbone.pth', 'mmpretrain backbone (no head)')):
+        checkpoint = make_meta(tmp_path / name, cfg)
+        record = checkpoint['meta'][META_KEY]['pretrained']
+        assert (record['kind'], record['head'], record['cost']) == (kind, 'new', None)
+        state = checkpoint['state_dict']
+        # the new head is the config's meta model's, built and initialised with the config's seed
+        torch.testing.assert_close(state['head.layers.head.weight'], fresh.state_dict()['head.layers.head.weight'],
+                                   rtol=0, atol=0)
+        torch.testing.assert_close(state['backbone.layers.2.ffn.layers.1.weight'],
+                                   source.state_dict()['backbone.layers.5.ffn.layers.1.weight'], rtol=0, atol=0)
+
+
+def test_another_image_size_gets_its_position_embedding_resized(tmp_path):
+    from mmpretrain.models.utils import resize_pos_embed
+    source = source_model(img_size=32)  # 4x4 patches of 8 pixels; the config's images give 2x2
+    torch.save(dict(state_dict=source.state_dict()), tmp_path / 'large.pth')
+    state = make_meta(tmp_path / 'large.pth', pipeline_cfg(tmp_path / 'big'))['state_dict']
+    expected = resize_pos_embed(source.backbone.pos_embed, (4, 4), (2, 2), 'bicubic', 1)
+    torch.testing.assert_close(state['backbone.pos_embed'], expected)
+
+
+def swin_like(path: Path) -> None:
+    torch.save({'state_dict': {'backbone.patch_embed.projection.weight': torch.zeros(WIDTH, 1, 8, 8),
+                               'backbone.stages.0.blocks.0.norm1.weight': torch.ones(WIDTH),
+                               'head.fc.weight': torch.zeros(3, WIDTH)}}, path)
+
+
+def tagged(holds: str, module: int | None = None):
+    def write(path: Path) -> None:
+        record = dict(phase='incubate', layout=list(DEPTHS), holds=holds)
+        record.update({} if module is None else dict(module=module))
+        save_atomic(dict(meta={META_KEY: record}, state_dict=source_model().state_dict()), path)
+    return write
+
+
+def plain(**kwargs):
+    def write(path: Path) -> None:
+        torch.save(dict(state_dict=source_model(**kwargs).state_dict()), path)
+    return write
+
+
+@pytest.mark.parametrize('write, extra, message', [
+    (plain(arch=dict(embed_dims=8, num_layers=6, num_heads=2, feedforward_channels=32)), [],
+     'width 8 vs the config\'s 16 (model.backbone.arch.embed_dims)'),
+    (plain(patch_size=4), [], 'patch size 4x4 vs 8x8 (model.backbone.patch_size)'),
+    (plain(in_channels=3), [], '3 input channels vs 1'),
+    (plain(arch=dict(embed_dims=WIDTH, num_layers=6, num_heads=2, feedforward_channels=48)), [],
+     'shape mismatches'),
+    (swin_like, [], 'holds no VisionTransformer blocks (backbone.layers.N.*): its backbone has '
+                    "['backbone.patch_embed', 'backbone.stages']"),
+    (tagged('module', module=1), [], 'holds a single incubated module (module 1)'),
+    (tagged('hybrid'), [], 'holds a hybrid of an unfinished module incubation'),
+    (plain(arch=dict(embed_dims=WIDTH, num_layers=2, num_heads=2, feedforward_channels=32)), [],
+     'has 2 blocks, fewer than the 3 the meta model needs'),
+    (plain(), ['--blocks', '0', '6', '3'], 'blocks [0, 6, 3]: pretrained checkpoint'),
+    (plain(), ['--blocks', '0', '4', '3'], 'must be strictly increasing'),
+    (plain(), ['--blocks', '0', '3'], 'expected 3 block indices'),
+], ids=['width', 'patch', 'channels', 'ffn', 'kind', 'module', 'hybrid', 'shallow', 'range', 'order', 'count'])
+def test_a_source_that_does_not_fit_is_refused_in_one_line_and_nothing_is_written(tmp_path, write, extra, message):
+    config = tmp_path / 'config.py'
+    pipeline_cfg(tmp_path / 'big').dump(config)
+    source = tmp_path / 'source.pth'
+    write(source)
+    out = tmp_path / 'big' / 'meta' / 'meta.pth'
+    out.parent.mkdir(parents=True)
+    out.write_bytes(b'earlier meta model')
+    with pytest.raises(SystemExit) as error:
+        cli([str(source), str(config), *extra])
+    text = str(error.value)
+    assert text.startswith('error: ') and '\n' not in text and message in text and str(source) in text, text
+    assert out.read_bytes() == b'earlier meta model'
+    assert sorted(p.name for p in out.parent.iterdir()) == ['meta.pth']  # no temporary file left
+
+
+def test_command_line_writes_where_the_pipeline_looks_and_refuses_its_input_as_output(tmp_path, capsys):
+    config = tmp_path / 'config.py'
+    pipeline_cfg(tmp_path / 'big').dump(config)
+    source = write_e2e_product(tmp_path / 'small', source_model())
+    record = cli([str(source), str(config), '--blocks', '0', '1', '5'])
+    out = tmp_path / 'big' / 'meta' / 'meta.pth'
+    printed = capsys.readouterr().out
+    assert f'from blocks [0, 1, 5] of 6 of {source}' in printed and 'head reused' in printed
+    assert 'pretraining cost: 0.3 M block-images' in printed
+    assert pretrained_record(out) == record['pretrained']
+    with pytest.raises(SystemExit, match=re.escape(f'error: output {source} would overwrite the input')):
+        cli([str(source), str(config), '--out', str(source)])
