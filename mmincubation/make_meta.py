@@ -55,7 +55,7 @@ from .checkpoint import (
     save_atomic,
 )
 from .convert_official import OFFICIAL_NAMING, check_official, convert_official, merge_stages, to_ours
-from .engine.runner.phase_config import build_layout, phase_config, phase_work_dir, product_name
+from .engine.runner.phase_config import build_layout, phase_config
 from .layout import LayoutError, check_state_dict
 
 #: mmpretrain's ``PatchEmbed`` convolution: ``(width, input channels, patch height, patch width)``.
@@ -153,9 +153,7 @@ def pretraining_cost(source: PretrainedSource, cost: float | None = None) -> dic
         return unknown
     path = source.path.resolve()
     work_dir = path.parent if phase == 'assemble' else path.parent.parent
-    expected = work_dir / 'assembled.pth' if phase == 'assemble' else phase_work_dir(
-        str(work_dir), phase) / product_name(phase)
-    if path != expected:
+    if phase != 'assemble' and path.parent.name != phase:  # moved out of its run's folder
         return unknown
     num_modules = len(source.record.get('layout') or [])
     files = []

@@ -14,8 +14,7 @@ from mmpretrain.registry import MODELS
 from torch import nn
 
 from mmincubation.checkpoint import META_KEY, load_fitting, load_weights, save_atomic
-from mmincubation.engine.runner import phase_config
-from mmincubation.make_meta import evenly_spaced, make_meta, pretrained_record, write_meta
+from mmincubation.make_meta import build_meta_model, evenly_spaced, make_meta, pretrained_record, write_meta
 from tools.make_meta import main as cli
 
 DEPTHS = (3, 3, 3)  # the config's full model: 9 blocks, K = 3; its meta model has 3 blocks
@@ -38,7 +37,7 @@ def pipeline_cfg(work_dir: Path, **backbone) -> Config:
     model = tiny_classifier_cfg(sum(DEPTHS))
     model['backbone'].update(backbone)
     return Config(dict(model=model, incubation=dict(module_depths=list(DEPTHS)), work_dir=str(work_dir),
-                       randomness=dict(seed=SEED), optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3))))
+                       randomness=dict(seed=SEED)))
 
 
 def source_model(depth: int = SOURCE_DEPTH, num_classes: int = 3, **backbone) -> nn.Module:
@@ -86,8 +85,7 @@ def test_meta_checkpoint_holds_exactly_the_chosen_blocks_and_the_source_cost(tmp
     checkpoint = make_meta(path, cfg)
 
     state, wanted = checkpoint['state_dict'], source.state_dict()
-    meta_keys = set(MODELS.build(phase_config(cfg, 'meta').model).state_dict())
-    assert set(state) == meta_keys
+    assert set(state) == set(build_meta_model(cfg).state_dict())
     for key, value in state.items():
         if key.startswith('backbone.layers.'):
             k, rest = key[len('backbone.layers.'):].split('.', 1)
@@ -111,13 +109,13 @@ def test_hybrids_built_from_it_compute_the_source_blocks(tmp_path, module_init):
     cfg = pipeline_cfg(tmp_path / 'big')
     meta_path = tmp_path / 'big' / 'meta' / 'meta.pth'
     write_meta(write_e2e_product(tmp_path / 'small', source), cfg, meta_path, blocks=[1, 2, 4])
-    load_fitting(meta_path, MODELS.build(phase_config(cfg, 'meta').model).state_dict(), holds='meta',
-                 num_modules=len(DEPTHS))  # what the pipeline's checks accept
+    load_fitting(meta_path, build_meta_model(cfg).state_dict(), holds='meta', num_modules=len(DEPTHS))
     probe = selected_blocks(source, [1, 2, 4])
     inputs = torch.randn(4, 1, 16, 16)
     for target in range(len(DEPTHS)):
-        cfg.incubation.module_init = module_init
-        hybrid = MODELS.build(phase_config(cfg, 'incubate', target, meta_checkpoint=str(meta_path)).model)
+        hybrid = MODELS.build(tiny_classifier_cfg(
+            len(DEPTHS) - 1 + DEPTHS[target], type='mmincubation.IncubationClassifier', module_depths=DEPTHS,
+            target_module=target, meta_checkpoint=str(meta_path), module_init=module_init))
         hybrid.init_weights()
         hybrid.eval()
         if module_init == 'meta':  # grown modules: every hybrid computes the source's selected blocks
@@ -154,7 +152,7 @@ def test_official_and_timm_checkpoints_through_the_converter(tmp_path, wrap):
     torch.save(saved, tmp_path / 'timm.pth')
     cfg = pipeline_cfg(tmp_path / 'big')
     checkpoint = make_meta(tmp_path / 'timm.pth', cfg)
-    meta = MODELS.build(phase_config(cfg, 'meta').model).eval()
+    meta = build_meta_model(cfg).eval()
     meta.load_state_dict(checkpoint['state_dict'])
     torch.testing.assert_close(checkpoint['state_dict']['backbone.layers.1.attn.qkv.weight'],
                                state['blocks.3.attn.qkv.weight'], rtol=0, atol=0)
@@ -169,7 +167,7 @@ def test_plain_mmpretrain_classifier_and_backbone(tmp_path):
     torch.save(dict(state_dict=source.state_dict(), meta=dict(epoch=3)), tmp_path / 'classifier.pth')
     torch.save(source.backbone.state_dict(), tmp_path / 'backbone.pth')  # bare backbone keys, no head
     torch.manual_seed(SEED)
-    fresh = MODELS.build(phase_config(cfg, 'meta').model)
+    fresh = MODELS.build(tiny_classifier_cfg(len(DEPTHS)))  # the config's meta model, built with its seed
     fresh.init_weights()
     for name, kind in (('classifier.pth', 'mmpretrain classifier'), ('backbone.pth', 'mmpretrain backbone (no head)')):
         checkpoint = make_meta(tmp_path / name, cfg)
