@@ -37,7 +37,7 @@ from mmengine.config import Config
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from mmincubation.engine.runner import build_layout  # noqa: E402
-from mmincubation.engine.runner.incubation_runner import method_results  # noqa: E402
+from mmincubation.engine.runner.records import method_results  # noqa: E402
 
 CONFIG = ROOT / 'configs' / 'benchmarks' / 'incubate_deep-vit-16x32-p7_fashion-mnist.py'
 

@@ -29,9 +29,11 @@ from mmengine.config import Config
 from mmengine.registry import DATASETS, DefaultScope
 
 import mmincubation  # noqa: F401
+from mmincubation.backbones import stage_depths_of
 from mmincubation.checkpoint import check_config_file
-from mmincubation.engine.runner import build_layout, phase_config
+from mmincubation.engine.runner import build_layout, phase_recipe
 from mmincubation.engine.runner.cli import exit_on_bad_input
+from mmincubation.engine.runner.incubation_runner import phase_hooks
 
 RESULTS = Path(__file__).parent / 'results'
 
@@ -71,7 +73,7 @@ def time_train_step(phase_cfg: Config, batch: int, iters: int, warmup: int, devi
     peak = (torch.cuda.max_memory_allocated() if device == 'cuda'
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return dict(seconds_per_iter=statistics.median(times), peak_bytes=peak, trainable_params=trainable,
-                blocks=phase_cfg.model.backbone.arch['num_layers'])
+                blocks=sum(stage_depths_of(phase_cfg.model.backbone)))
 
 
 @DATASETS.register_module(force=True)
@@ -91,7 +93,7 @@ class SyntheticImages(torch.utils.data.Dataset):
         return dict(inputs=self.image, data_samples=self.sample)
 
 
-def time_runner(phase_cfg: Config, batch: int, iters: int, with_our_hooks: bool) -> float:
+def time_runner(phase_cfg: Config, batch: int, iters: int, hooks: list[dict]) -> float:
     """Seconds per iteration of a real MMEngine Runner on the phase config (synthetic data)."""
     from mmengine.runner import Runner
 
@@ -108,8 +110,7 @@ def time_runner(phase_cfg: Config, batch: int, iters: int, with_our_hooks: bool)
     cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
     cfg.default_hooks = dict(checkpoint=None, logger=dict(type='LoggerHook', interval=iters))
     cfg.load_from, cfg.resume = None, False
-    if not with_our_hooks:
-        cfg.custom_hooks = [h for h in cfg.custom_hooks if not str(h['type']).startswith('mmincubation.')]
+    cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + hooks
     runner = Runner.from_cfg(cfg)
     runner.train()
     # The runner's own per-iteration timer; the first iterations are dominated by start-up.
@@ -121,14 +122,14 @@ def measure(args: argparse.Namespace, phase: str, module: int | None) -> dict:
     cfg.work_dir = str(RESULTS / 'work_dir')
     if 'incubation' in cfg:  # timing needs no meta model: scratch modules cost the same per step as grown ones
         cfg.incubation.module_init = 'scratch'
-    phase_cfg = phase_config(cfg, phase, module)
+    phase_cfg = phase_recipe(cfg, phase, module)
     if args.amp:  # MMEngine's AmpOptimWrapper needs a GPU
         phase_cfg.optim_wrapper.update(type='AmpOptimWrapper', dtype='bfloat16')
     result = time_train_step(phase_cfg, args.batch, args.iters, args.warmup, args.device)
     if args.runner and phase == 'incubate' and module == 1:
-        result['runner_seconds_per_iter'] = time_runner(phase_cfg, args.batch, args.iters, with_our_hooks=True)
-        result['runner_without_our_hooks_seconds_per_iter'] = time_runner(
-            phase_cfg, args.batch, args.iters, with_our_hooks=False)
+        result['runner_seconds_per_iter'] = time_runner(phase_cfg, args.batch, args.iters,
+                                                        hooks=phase_hooks(build_layout(cfg), phase, module))
+        result['runner_without_our_hooks_seconds_per_iter'] = time_runner(phase_cfg, args.batch, args.iters, hooks=[])
     return result
 
 

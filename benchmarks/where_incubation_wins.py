@@ -40,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.accuracy_at_equal_cost import Schedule, describe_machine, mean_std  # noqa: E402
-from mmincubation.engine.runner.incubation_runner import method_results  # noqa: E402
+from mmincubation.engine.runner.records import method_results  # noqa: E402
 
 CONFIG = ROOT / 'configs' / 'benchmarks' / 'incubate_deep-vit-16x32-p7_fashion-mnist.py'
 NUM_MODULES = 4

@@ -6,19 +6,24 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .checkpoint import META_KEY, CheckpointError, check_output, incubation_meta, load_weights, save_atomic
-from .layout import LayoutError, ModuleLayout, check_state_dict
+from .layout import LayoutError, ModuleLayout, check_state_dict, layout_from_tag
 
 
 def _module_record(record: Mapping, path: str | os.PathLike) -> tuple[ModuleLayout, int]:
     """The layout and module index a module checkpoint's tag records, checked to make sense."""
     try:
-        module_layout = ModuleLayout(tuple(int(depth) for depth in record['layout']))
+        module_layout = layout_from_tag(record)
         module = int(record['module'])
         module_layout.blocks_of(module)  # in range
     except (KeyError, TypeError, ValueError) as error:  # LayoutError is a ValueError
         raise CheckpointError(f'module checkpoint {path} has a broken mmincubation tag {dict(record)} '
                               f'({error}); expected the layout and module index of an incubated module') from error
     return module_layout, module
+
+
+def _described(layout: ModuleLayout) -> str:
+    stages = f' in stages {layout.stage_depths}' if len(layout.stage_depths) > 1 else ''
+    return f'a {layout.naming.name} backbone, layout {layout.depths}{stages}'
 
 
 def assemble_modules(module_files: Sequence[str | os.PathLike],
@@ -38,14 +43,14 @@ def assemble_modules(module_files: Sequence[str | os.PathLike],
         checkpoint = load_weights(path)
         record = incubation_meta(checkpoint, path, phase='incubate')
         module_layout, module = _module_record(record, path)
-        if expected is not None and module_layout.depths != expected.depths:
-            raise CheckpointError(f'module checkpoint {path} was incubated for layout {module_layout.depths}, '
-                                  f'the config asks for layout {expected.depths}')
+        if expected is not None and module_layout != expected:
+            raise CheckpointError(f'module checkpoint {path} was incubated for {_described(module_layout)}, '
+                                  f'the config asks for {_described(expected)}')
         if layout is None:
             layout = module_layout
-        elif module_layout.depths != layout.depths:
-            raise CheckpointError(f'module checkpoint {path} was incubated for layout {module_layout.depths}, '
-                                  f'{sources[min(sources)]} for layout {layout.depths}')
+        elif module_layout != layout:
+            raise CheckpointError(f'module checkpoint {path} was incubated for {_described(module_layout)}, '
+                                  f'{sources[min(sources)]} for {_described(layout)}')
         if module in sources:
             raise CheckpointError(f'module {module} is given twice: {sources[module]} and {path}')
         try:
@@ -64,8 +69,7 @@ def assemble_modules(module_files: Sequence[str | os.PathLike],
                               f'got {dict(sorted(sources.items()))}')
     if reference is not None:
         check_state_dict(merged, reference, source=f'the assembly of {list(sources.values())}')
-    meta = {META_KEY: dict(phase='assemble', layout=list(layout.depths),
-                           sources=[sources[m] for m in range(layout.num_modules)])}
+    meta = {META_KEY: dict(phase='assemble', **layout.tag(), sources=[sources[m] for m in range(layout.num_modules)])}
     return dict(meta=meta, state_dict=merged)
 
 

@@ -32,7 +32,8 @@ from .checkpoint import META_KEY, CheckpointError, check_output, read_torch_file
 from .layout import VIT_NAMING, BlockNaming, LayoutError, ModuleLayout, check_state_dict
 
 #: The official (timm) key space; stem and tail prefixes decide which stage may hold a key.
-OFFICIAL_NAMING = BlockNaming(block_prefix='blocks.', stem_prefixes=('patch_embed.', 'cls_token', 'pos_embed'),
+OFFICIAL_NAMING = BlockNaming(name='official', block_key='blocks.{block}.',
+                              stem_prefixes=('patch_embed.', 'cls_token', 'pos_embed'),
                               tail_prefixes=('norm.', 'head.'))
 
 #: Official stem/tail key -> ours.
@@ -120,11 +121,11 @@ def official_stages(checkpoint: Mapping, path: str | os.PathLike) -> tuple[list[
 
 def stage_depth(stage: Mapping[str, object], source: str) -> int:
     """Number of blocks in a stage, whose block indices must be exactly 0..depth-1."""
-    indices = {block[0] for block in map(OFFICIAL_NAMING.split, stage) if block is not None}
+    indices = {block.index for block in map(OFFICIAL_NAMING.split, stage) if block is not None}
     if indices != set(range(len(indices))):
         raise CheckpointError(f'{source}: block indices {sorted(indices)} are not 0..{len(indices) - 1}')
     if not indices:
-        raise CheckpointError(f'{source} holds no blocks ({OFFICIAL_NAMING.block_prefix}N.*)')
+        raise CheckpointError(f'{source} holds no blocks ({OFFICIAL_NAMING.block_key.format(block="N")}*)')
     return len(indices)
 
 
@@ -141,7 +142,7 @@ def merge_stages(stages: Sequence[Mapping[str, object]], source: str) -> tuple[d
         for key, value in stage.items():
             block = OFFICIAL_NAMING.split(key)
             if block is not None:
-                key = OFFICIAL_NAMING.join(layout.first_block(k) + block[0], block[1])
+                key = OFFICIAL_NAMING.join(0, layout.first_block(k) + block.index, block.rest)
             try:
                 owner = layout.module_of(key)
             except KeyError as error:
@@ -162,7 +163,7 @@ def duplicate_depths(model: Mapping[str, object]) -> tuple[int, ...] | None:
             block = OFFICIAL_NAMING.split(key[match.end():])
             blocks.setdefault(int(match.group(1)), set())
             if block is not None:
-                blocks[int(match.group(1))].add(block[0])
+                blocks[int(match.group(1))].add(block.index)
     if not blocks or sorted(blocks) != list(range(len(blocks))) or not all(blocks.values()):
         return None
     return tuple(len(blocks[k]) for k in range(len(blocks)))
@@ -176,9 +177,9 @@ def check_official(state: Mapping[str, torch.Tensor], depth: int, source: str) -
     of ``cls_token``; otherwise the conversion would produce a model that cannot load. Block
     indices in the messages are global, as in the file's ``model``.
     """
-    with_bias = OFFICIAL_NAMING.join(0, 'attn.qkv.bias') in state
+    with_bias = OFFICIAL_NAMING.join(0, 0, 'attn.qkv.bias') in state
     expected = list(OFFICIAL_TO_OURS)
-    expected += [OFFICIAL_NAMING.join(i, rest) for i in range(depth) for rest in BLOCK_TO_OURS
+    expected += [OFFICIAL_NAMING.join(0, i, rest) for i in range(depth) for rest in BLOCK_TO_OURS
                  if with_bias or rest not in OPTIONAL_BLOCK_KEYS]
     missing = [key for key in expected if key not in state]
     unknown = sorted(set(state) - set(expected))
@@ -197,13 +198,13 @@ def check_official(state: Mapping[str, torch.Tensor], depth: int, source: str) -
 
 
 def _shape_problems(state: Mapping[str, torch.Tensor]) -> list[str]:
-    sizes = dict(C=state['cls_token'].shape[-1], F=state[OFFICIAL_NAMING.join(0, 'mlp.fc1.weight')].shape[0],
+    sizes = dict(C=state['cls_token'].shape[-1], F=state[OFFICIAL_NAMING.join(0, 0, 'mlp.fc1.weight')].shape[0],
                  N=state['head.weight'].shape[0])
     sizes['3C'] = 3 * sizes['C']
     problems = []
     for key, value in state.items():
         block = OFFICIAL_NAMING.split(key)
-        spec = SHAPES[block[1] if block else key]
+        spec = SHAPES[block.rest if block else key]
         expected = tuple(sizes[s] if isinstance(s, str) else s for s in spec)
         shape = tuple(value.shape)
         if len(shape) != len(expected) or any(e is not None and e != s for e, s in zip(expected, shape)):
@@ -222,7 +223,7 @@ def to_ours(state: Mapping[str, object]) -> dict:
     converted = {}
     for key, value in state.items():
         block = OFFICIAL_NAMING.split(key)
-        new = VIT_NAMING.join(block[0], BLOCK_TO_OURS[block[1]]) if block else OFFICIAL_TO_OURS[key]
+        new = VIT_NAMING.join(0, block.index, BLOCK_TO_OURS[block.rest]) if block else OFFICIAL_TO_OURS[key]
         converted[new] = value
     return converted
 
@@ -239,9 +240,9 @@ def choose_layout(blocks: int, file_depths: tuple[int, ...] | None, meta: bool,
             raise CheckpointError(f'{source} is not a meta model: its stages have {list(file_depths)} blocks, '
                                   'a meta model has one per stage')
         if module_depths is not None:
-            layout = ModuleLayout(tuple(module_depths))
+            layout = ModuleLayout(tuple(module_depths), VIT_NAMING)
         elif full_depth is not None:
-            layout = ModuleLayout.uniform(full_depth, blocks)
+            layout = ModuleLayout.uniform(full_depth, blocks, VIT_NAMING)
         else:
             raise CheckpointError(f'{source}: converting a meta model needs the full model\'s module depths '
                                   '(--module-depths, --full-depth or --config)')
@@ -252,8 +253,8 @@ def choose_layout(blocks: int, file_depths: tuple[int, ...] | None, meta: bool,
     if full_depth is not None and full_depth != blocks:
         raise CheckpointError(f'{source} has {blocks} blocks, not the --full-depth {full_depth}')
     if module_depths is None:
-        return ModuleLayout(file_depths or (blocks, ))
-    layout = ModuleLayout(tuple(module_depths))
+        return ModuleLayout(file_depths or (blocks, ), VIT_NAMING)
+    layout = ModuleLayout(tuple(module_depths), VIT_NAMING)
     if layout.total_depth != blocks:
         raise CheckpointError(f'{source} has {blocks} blocks but the module depths {list(layout.depths)} '
                               f'add up to {layout.total_depth}')
@@ -290,7 +291,7 @@ def convert_official(src: str | os.PathLike, meta: bool = False, module_depths: 
             looks_meta = not meta and file_depths is not None and len(file_depths) > 1 and set(file_depths) == {1}
             raise CheckpointError(str(error) + ('; the file has one block per stage, like a meta model: '
                                                 'pass --meta (meta=True)' if looks_meta else '')) from error
-    record = dict(phase='meta' if meta else 'assemble', layout=list(layout.depths), source=str(src))
+    record = dict(phase='meta' if meta else 'assemble', **layout.tag(), source=str(src))
     return dict(meta={META_KEY: record}, state_dict=state)
 
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from .checkpoint import write_atomic
-from .engine.runner.incubation_runner import load_records
+from .engine.runner.records import load_records
 
 METRIC = 'accuracy/top1'
 
 
-def _curve_name(phase: str) -> str:
-    return {'meta': 'meta model', 'finetune': 'fine-tune', 'e2e': 'end-to-end'}.get(
-        phase, phase.replace('incubate_module_', 'module '))
+def _curve_name(record: dict) -> str:
+    if record['phase'] == 'incubate':
+        return f'module {record["module"]}'
+    return {'meta': 'meta model', 'finetune': 'fine-tune', 'e2e': 'end-to-end'}[record['phase']]
 
 
 def accuracy_curves(work_dir: str | Path) -> dict[str, list[tuple[float, float]]]:
@@ -30,12 +31,11 @@ def accuracy_curves(work_dir: str | Path) -> dict[str, list[tuple[float, float]]
     curves: dict[str, list[tuple[float, float]]] = {}
     spent = 0.0
     for record in load_records(work_dir):
-        # Fine-tuning records the cost spent before it; the other phases start from zero.
-        offset = 0.0 if record['phase'] == 'e2e' else spent - record['cost_offset']
-        curves[_curve_name(record['phase'])] = [(entry['cost'] + offset, entry['metrics'][METRIC])
-                                                for entry in record['history'] if METRIC in entry['metrics']]
+        offset = 0.0 if record['phase'] == 'e2e' else spent  # each record holds its own phase's cost
+        curves[_curve_name(record)] = [(entry['cost'] + offset, entry['metrics'][METRIC])
+                                       for entry in record['history'] if METRIC in entry['metrics']]
         if record['phase'] != 'e2e':
-            spent = record['cost'] + offset
+            spent += record['cost']
     return curves
 
 

@@ -22,7 +22,7 @@ from mmengine.config import Config
 from mmpretrain.registry import MODELS
 
 from mmincubation.checkpoint import META_KEY, CheckpointError, load_weights, save_atomic
-from mmincubation.engine.runner import build_layout
+from mmincubation.engine.runner import Phase, build_layout
 from tools.analysis_tools.summarize_incubation import main as summarize
 from tools.assemble import main as assemble_cli
 
@@ -159,8 +159,8 @@ def test_modules_of_another_layout_are_refused_even_when_their_shapes_fit(tmp_pa
     config = write_config(tmp_path / 'tiny.py', num_modules=2)
     modules = write_modules(write_config(tmp_path / 'k4.py', num_modules=4), 'k4_module_')
     before = snapshot(tmp_path)
-    with pytest.raises(SystemExit, match=r'k4_module_0\.pth was incubated for layout \(1, 1, 1, 1\), the config asks '
-                                         r'for layout \(2, 2\)'):
+    with pytest.raises(SystemExit, match=r'k4_module_0\.pth was incubated for a vit backbone, layout \(1, 1, 1, 1\), '
+                                         r'the config asks for a vit backbone, layout \(2, 2\)'):
         assemble_cli(assemble_argv(config, modules, tmp_path / 'out.pth'))
     assert snapshot(tmp_path) == before
 
@@ -192,13 +192,13 @@ def test_a_config_that_is_not_one_is_named(pipeline, tmp_path, config, message):
 def write_records(work_dir: Path) -> list[Path]:
     """The phase records of a finished pipeline with K=1 (as PhaseRecordHook writes them)."""
     paths = []
-    for phase, folder, cost, offset in [('meta', 'meta', 100., 0.), ('incubate_module_0', 'incubate/module_0', 50., 0.),
-                                        ('finetune', 'finetune', 300., 150.), ('e2e', 'e2e', 300., 0.)]:
+    for phase, module, cost in [('meta', None, 100.), ('incubate', 0, 50.), ('finetune', None, 150.),
+                                ('e2e', None, 300.)]:
         history = [dict(epoch=1, iter=4, images=64, cost=cost, metrics={'accuracy/top1': 50.0})]
-        record = dict(phase=phase, finished=True, num_blocks=2, iters=4, images=64, cost_offset=offset, cost=cost,
+        record = dict(phase=phase, module=module, finished=True, num_blocks=2, iters=4, images=64, cost=cost,
                       wall_seconds=1.0, seconds_per_iter=0.25, history=history,
                       test_metrics={'accuracy/top1': 51.0} if phase in ('finetune', 'e2e') else {})
-        path = work_dir / folder / 'phase_record.json'
+        path = Phase(phase, module).work_dir(work_dir) / 'phase_record.json'
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps(record))
         paths.append(path)

@@ -10,7 +10,7 @@ import pytest
 from mmengine.config import Config, DictAction
 
 from benchmarks.accuracy_at_equal_cost import CONFIG, Run, Schedule, cfg_options, plan
-from mmincubation.engine.runner import build_layout, phase_config
+from mmincubation.engine.runner import build_layout, phase_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,11 +68,11 @@ def test_a_runs_overrides_reach_every_phase():
     schedule = Schedule(5, 2, 1, 7)
     cfg = _with_options(CONFIG, cfg_options(Run('equal-cost', 2, 0.25, 1.0), schedule, train_images=15000))
     assert cfg.randomness.seed == 2
-    epochs = {phase: phase_config(cfg, phase, module=0 if phase == 'incubate' else None).train_cfg.max_epochs
+    epochs = {phase: phase_recipe(cfg, phase, module=0 if phase == 'incubate' else None).train_cfg.max_epochs
               for phase in ('meta', 'incubate', 'finetune', 'e2e')}
     assert epochs == dict(meta=5, incubate=2, finetune=1, e2e=7)
     for phase in ('meta', 'incubate', 'finetune', 'e2e'):
-        cfg_phase = phase_config(cfg, phase, module=1 if phase == 'incubate' else None)
+        cfg_phase = phase_recipe(cfg, phase, module=1 if phase == 'incubate' else None)
         assert cfg_phase.train_dataloader.dataset.indices == 3750
         assert cfg_phase.model.backbone.arch['embed_dims'] == 32
 
@@ -81,12 +81,12 @@ def test_a_dmt_run_splits_only_module_incubation_with_its_seed():
     dmt_config = CONFIG.with_name(CONFIG.stem + '_dmt.py')
     cfg = _with_options(dmt_config, cfg_options(Run('dmt', 1, 1.0, 1.0, dmt=True), Schedule(5, 2, 1, 7), 15000))
     for module in range(4):
-        dataset = phase_config(cfg, 'incubate', module=module).train_dataloader.dataset
+        dataset = phase_recipe(cfg, 'incubate', module=module).train_dataloader.dataset
         assert dataset.type == 'mmincubation.ClassBalancedSplitDataset'
         assert (dataset.split, dataset.num_splits, dataset.seed) == (module, 4, 1)
         assert dataset.dataset.indices == 15000
     for phase in ('meta', 'finetune'):
-        assert phase_config(cfg, phase).train_dataloader.dataset.type == 'mmincubation.CompressedFashionMNIST'
+        assert phase_recipe(cfg, phase).train_dataloader.dataset.type == 'mmincubation.CompressedFashionMNIST'
 
 
 # ------------------------------------------------------------------- benchmarks/where_incubation_wins.py
@@ -124,12 +124,12 @@ def test_where_incubation_wins_plans_the_grid_once_and_its_overrides_reach_the_p
     schedule = Schedule.equal_cost(6, 2, 2, setting.module_depths())
     grown = commands(setting, 'grown', schedule, CONFIG, 5000, tmp_path)[0]
     cfg = _with_options(CONFIG, grown[grown.index('--cfg-options') + 1:])
-    hybrid = phase_config(cfg, 'incubate', module=3, meta_checkpoint='meta.pth')
+    hybrid = phase_recipe(cfg, 'incubate', module=3)
     assert hybrid.model.module_init == 'meta' and hybrid.model.backbone.arch['num_layers'] == 3 + 16
     assert hybrid.train_cfg.max_epochs == 2 and hybrid.train_dataloader.dataset.indices == 1250
     assert cfg.randomness.seed == 2
     shallow = commands(setting, 'shallow', schedule, CONFIG, 5000, tmp_path)[0]
     cfg = _with_options(CONFIG, shallow[shallow.index('--cfg-options') + 1:])
-    e2e = phase_config(cfg, 'e2e')
+    e2e = phase_recipe(cfg, 'e2e')
     assert e2e.model.backbone.arch['num_layers'] == 16
     assert e2e.train_cfg.max_epochs * 16 >= (4 * 6 + 4 * (3 + 16) * 2 + 64 * 2)

@@ -1,6 +1,6 @@
 """The shipped recipes: ImageNet ViT-B/L/H pipelines and E2E baselines, the CIFAR-100 DeiT-T-32/128 pairs.
 
-Every phase config is derived as the runner derives it (``phase_config``) and checked against the
+Every phase config is derived as the runner derives it (``phase_recipe``) and checked against the
 official recipe; every model is built on the meta device (no memory, even ViT-H), the CIFAR-100 ones
 also on the CPU for MMEngine's parameter and FLOP count against the paper, and one hybrid for real,
 with one forward and backward pass. Nothing reads a dataset.
@@ -23,7 +23,8 @@ from mmpretrain.models.utils.attention import MultiheadAttention, scaled_dot_pro
 from mmpretrain.registry import MODELS, TRANSFORMS
 
 import mmincubation  # noqa: F401  (registers mmincubation.*)
-from mmincubation.engine.runner.phase_config import build_layout, phase_config, resolve_arch
+from mmincubation.backbones import resolve_arch
+from mmincubation.engine.runner.phase_config import build_layout, phase_recipe
 
 CONFIGS = Path(__file__).resolve().parents[1] / 'configs'
 NUM_GPUS = 8
@@ -58,11 +59,11 @@ CIFAR_K, CIFAR_META_EPOCHS, CIFAR_INCUBATE_EPOCHS, CIFAR_FINETUNE_EPOCHS = 4, 30
 def derived_phases(cfg: Config) -> dict:
     """The configs of meta, incubate (first and last module), finetune and e2e, as the runner makes them."""
     last = build_layout(cfg).num_modules - 1
-    return {('meta', None): phase_config(cfg, 'meta'),
-            ('incubate', 0): phase_config(cfg, 'incubate', 0),
-            ('incubate', last): phase_config(cfg, 'incubate', last),
-            ('finetune', None): phase_config(cfg, 'finetune'),
-            ('e2e', None): phase_config(cfg, 'e2e')}
+    return {('meta', None): phase_recipe(cfg, 'meta'),
+            ('incubate', 0): phase_recipe(cfg, 'incubate', 0),
+            ('incubate', last): phase_recipe(cfg, 'incubate', last),
+            ('finetune', None): phase_recipe(cfg, 'finetune'),
+            ('e2e', None): phase_recipe(cfg, 'e2e')}
 
 
 def with_explicit_arch(cfg: Config) -> Config:
@@ -182,7 +183,7 @@ def test_vit_e2e_baseline_is_the_pipeline_e2e_phase(load, size):
     assert 'incubation' not in e2e  # a plain config: tools/train.py runs it with an ordinary Runner
     check_recipe(e2e, 300, spec['drop_path'], 64, 4, warmup=True)
     assert e2e.model.backbone.arch == {'b': 'base', 'l': 'large', 'h': 'huge'}[size]
-    pipeline_e2e = phase_config(load(CONFIGS / f'incubate_vit_{size}.py'), 'e2e')
+    pipeline_e2e = phase_recipe(load(CONFIGS / f'incubate_vit_{size}.py'), 'e2e')
     e2e = with_explicit_arch(e2e)
     for key in ('model', 'data_preprocessor', 'train_dataloader', 'val_dataloader', 'test_dataloader',
                 'val_evaluator', 'optim_wrapper', 'param_scheduler', 'train_cfg', 'auto_scale_lr',
@@ -230,7 +231,7 @@ def test_vit_models_build_with_the_right_sizes_and_trainable_modules(load, size)
 def test_incubation_optimizer_holds_only_the_target_module(load):
     cfg = load(CONFIGS / 'incubate_vit_b.py')
     phases = derived_phases(cfg)
-    phases['incubate', 2] = phase_config(cfg, 'incubate', 2)
+    phases['incubate', 2] = phase_recipe(cfg, 'incubate', 2)
 
     incubate = phases['incubate', 2]
     hybrid = build_on_meta(incubate.model)
@@ -373,7 +374,7 @@ def test_cifar100_deit_t_matches_the_papers_size(load, depth, config):
     running: 10-28 s per DeiT-T-128 model, 4-8 s per DeiT-T-32 one (get_model_complexity_info traces twice)."""
     pipeline_path, e2e_path = cifar_configs(depth)
     if config == 'incubate':
-        model_cfg = phase_config(load(pipeline_path), 'finetune').model
+        model_cfg = phase_recipe(load(pipeline_path), 'finetune').model
     else:
         model_cfg = load(e2e_path).model
     info = complexity_on_cpu(model_cfg)
@@ -413,7 +414,7 @@ def test_cifar100_deit_t_meta_model_and_hybrids(load, depth):
 
 def test_cifar100_hybrid_trains_only_its_module_for_real(load):
     # DeiT-T-32's hybrid (11 blocks): the same code path as DeiT-T-128's (35 blocks, ~3x the time here)
-    incubate = phase_config(load(cifar_configs(32)[0]), 'incubate', 1)
+    incubate = phase_recipe(load(cifar_configs(32)[0]), 'incubate', 1)
     model_cfg = copy.deepcopy(incubate.model)
     model_cfg.data_preprocessor = copy.deepcopy(incubate.data_preprocessor)
     torch.manual_seed(0)

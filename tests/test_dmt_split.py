@@ -14,7 +14,7 @@ from mmpretrain.registry import DATASETS as MMPRETRAIN_DATASETS
 
 from mmincubation.datasets.dmt_split import ClassBalancedSplitDataset, class_balanced_splits
 from mmincubation.datasets.fashion_mnist import DEBIAN_ROOT, extract_fashion_mnist
-from mmincubation.engine.runner import phase_config
+from mmincubation.engine.runner import phase_recipe
 
 DMT_CONFIG = 'configs/incubate_demo_fashion_mnist_dmt.py'
 needs_data = pytest.mark.skipif(not Path(DEBIAN_ROOT).is_dir(), reason=f'{DEBIAN_ROOT} not installed')
@@ -175,11 +175,11 @@ def test_dmt_config_gives_module_k_the_kth_split(fashion_root, tmp_path):
     cfg.work_dir = str(tmp_path)
     cfg.train_dataloader.dataset.data_root = fashion_root
     cfg.train_dataloader.dataset.indices = 400
-    assert phase_config(cfg, 'meta').train_dataloader.dataset.type == 'mmincubation.CompressedFashionMNIST'
-    assert phase_config(cfg, 'finetune').train_dataloader.dataset.type == 'mmincubation.CompressedFashionMNIST'
+    assert phase_recipe(cfg, 'meta').train_dataloader.dataset.type == 'mmincubation.CompressedFashionMNIST'
+    assert phase_recipe(cfg, 'finetune').train_dataloader.dataset.type == 'mmincubation.CompressedFashionMNIST'
     datasets = []
     for module in range(4):
-        dataset_cfg = phase_config(cfg, 'incubate', module).train_dataloader.dataset
+        dataset_cfg = phase_recipe(cfg, 'incubate', module).train_dataloader.dataset
         assert dataset_cfg.type == 'mmincubation.ClassBalancedSplitDataset'
         assert (dataset_cfg.split, dataset_cfg.num_splits, dataset_cfg.seed) == (module, 4, 0)
         datasets.append(DATASETS.build(dataset_cfg))
@@ -195,12 +195,12 @@ def test_a_hand_written_wrapper_gets_the_module_index_and_k(tmp_path):
     wrapper = dict(type='mmincubation.ClassBalancedSplitDataset', dataset=cfg.train_dataloader.dataset, seed=3)
     cfg.incubation.incubate.train_dataloader = dict(dataset=dict(_delete_=True, **wrapper))
     for module in range(4):
-        dataset_cfg = phase_config(cfg, 'incubate', module).train_dataloader.dataset
+        dataset_cfg = phase_recipe(cfg, 'incubate', module).train_dataloader.dataset
         assert (dataset_cfg.split, dataset_cfg.num_splits, dataset_cfg.seed) == (module, 4, 3)
         assert dataset_cfg.dataset.type == 'mmincubation.CompressedFashionMNIST'
     pinned = dict(wrapper, split=1, num_splits=2)
     cfg.incubation.incubate.train_dataloader = dict(dataset=dict(_delete_=True, **pinned))
-    dataset_cfg = phase_config(cfg, 'incubate', 3).train_dataloader.dataset
+    dataset_cfg = phase_recipe(cfg, 'incubate', 3).train_dataloader.dataset
     assert (dataset_cfg.split, dataset_cfg.num_splits) == (1, 2)  # explicit values are kept
 
 
@@ -211,7 +211,7 @@ def test_dmt_refuses_a_missing_or_already_wrapped_training_set(tmp_path):
     wrapped.incubation.incubate.train_dataloader = dict(dataset=dict(
         type='mmincubation.ClassBalancedSplitDataset', dataset=cfg.train_dataloader.dataset))
     with pytest.raises(ValueError, match='incubation.dmt .* not wrapped already'):
-        phase_config(wrapped, 'incubate', 0)
+        phase_recipe(wrapped, 'incubate', 0)
     cfg.train_dataloader = None
     with pytest.raises(ValueError, match='incubation.dmt .* got None'):
-        phase_config(cfg, 'incubate', 0)
+        phase_recipe(cfg, 'incubate', 0)

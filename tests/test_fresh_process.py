@@ -203,3 +203,23 @@ def test_finetune_refuses_an_assembled_model_that_does_not_fit_and_writes_nothin
     assert result.returncode != 0
     assert re.search(message, result.stderr.splitlines()[-1]), result.stderr[-2000:]
     assert sorted(tmp_path.rglob('*')) == before  # no run dir, no record, no finetuned.pth
+
+
+@needs_data
+def test_vit_products_are_those_of_the_code_before_backbone_adapters(pipelines):
+    """Backbone adapters (Swin) changed how layouts key blocks; ViT products must not change.
+
+    ``data/vit_tiny_pipeline_products.json`` holds, per product of this tiny pipeline as the code before
+    the adapters wrote it, every key with its shape, sum and absolute sum (float64). Keys and shapes must
+    be equal; sums may differ only by floating-point noise across CPUs (a block in the wrong place, a
+    module missing a parameter or a changed initialisation move them by orders of magnitude more).
+    """
+    stored = json.loads((Path(__file__).parent / 'data' / 'vit_tiny_pipeline_products.json').read_text())
+    for product, tensors in stored.items():
+        state = torch.load(pipelines['reference'] / product, weights_only=True)['state_dict']
+        assert list(state) == list(tensors), product
+        for key, (shape, total, absolute) in tensors.items():
+            value = state[key].double()
+            assert list(value.shape) == shape, (product, key)
+            assert float(value.sum()) == pytest.approx(total, rel=1e-4, abs=1e-4), (product, key)
+            assert float(value.abs().sum()) == pytest.approx(absolute, rel=1e-4, abs=1e-4), (product, key)

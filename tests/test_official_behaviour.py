@@ -6,7 +6,7 @@
 - every Linear weight and the class token start truncated-normal std 0.02, Linear biases zero (timm's ViT);
 - the learning rate follows the actual batch, lr = 5e-4 x (batch per GPU x accumulation x GPUs) / 512.
 
-Checked on the phase configs the runner derives (``phase_config``), for the ImageNet ViT-B/L/H pipelines
+Checked on the phase configs the runner derives (``phase_recipe``), for the ImageNet ViT-B/L/H pipelines
 and the Fashion-MNIST demo and benchmark ones. The reference values are computed here independently of
 mmincubation, from the official code's rules.
 """
@@ -27,7 +27,7 @@ from mmpretrain.registry import MODELS
 from torch import nn
 
 import mmincubation  # noqa: F401  (registers mmincubation.*)
-from mmincubation.engine.runner.phase_config import build_layout, phase_config
+from mmincubation.engine.runner.phase_config import build_layout, phase_recipe
 from mmincubation.engine.schedulers import TimmCosineLR
 
 # No training here: schedulers step without optimizer steps.
@@ -52,7 +52,7 @@ def derive(cfg: Config, phase: str, module: int | None) -> Config:
         module += build_layout(cfg).num_modules
     if 'incubation' in cfg:
         cfg.incubation.module_init = 'scratch'
-    return phase_config(cfg, phase, module)
+    return phase_recipe(cfg, phase, module)
 
 
 # ------------------------------------------------------------------------------------- the official rules

@@ -15,8 +15,8 @@ from mmpretrain.registry import MODELS
 
 from mmincubation.checkpoint import CheckpointError
 from mmincubation.datasets.fashion_mnist import DEBIAN_ROOT
-from mmincubation.engine.runner import IncubationRunner, phase_config
-from mmincubation.engine.runner.incubation_runner import load_records
+from mmincubation.engine.runner import IncubationRunner, Phase, phase_recipe
+from mmincubation.engine.runner.records import load_records, method_results
 from tools.train import merge_args, parse_args
 
 DEMO = 'configs/incubate_demo_fashion_mnist.py'
@@ -59,13 +59,17 @@ def test_pipeline_produces_a_plain_model_and_skips_finished_phases(data_root, tm
     full = MODELS.build(base.model)
     load_checkpoint(full, str(tmp_path / 'assembled.pth'), strict=True)
 
-    records = {record['phase']: record for record in load_records(tmp_path)}
-    assert set(records) == {'meta', 'incubate_module_0', 'incubate_module_1', 'incubate_module_2',
-                            'incubate_module_3', 'finetune', 'e2e'}
-    assert records['meta']['num_blocks'] == 4 and records['incubate_module_1']['num_blocks'] == 5
-    assert records['finetune']['num_blocks'] == 8 == records['e2e']['num_blocks']
-    spent_before = sum(records[p]['cost'] for p in records if p.startswith(('meta', 'incubate')))
-    assert records['finetune']['cost_offset'] == pytest.approx(spent_before)
+    records = {(record['phase'], record['module']): record for record in load_records(tmp_path)}
+    assert list(records) == [('meta', None), *[('incubate', k) for k in range(4)], ('finetune', None), ('e2e', None)]
+    assert records['meta', None]['num_blocks'] == 4 and records['incubate', 1]['num_blocks'] == 5
+    assert records['finetune', None]['num_blocks'] == 8 == records['e2e', None]['num_blocks']
+    # Each record holds its own phase's cost: images seen x blocks trained.
+    for record in records.values():
+        assert record['cost'] == record['images'] * record['num_blocks'] > 0
+    results = method_results(tmp_path)
+    assert results['incubation']['cost'] == sum(r['cost'] for key, r in records.items() if key[0] != 'e2e')
+    assert results['e2e']['cost'] == records['e2e', None]['cost']
+    records = {key[0]: record for key, record in records.items()}
     # Learned something: 10 classes, so chance is 10 %.
     assert records['finetune']['test_metrics']['accuracy/top1'] > 20
     assert records['e2e']['test_metrics']['accuracy/top1'] > 20
@@ -96,7 +100,7 @@ def test_interrupted_phase_resumes_from_its_last_checkpoint(data_root, tmp_path)
     assert (tmp_path / 'meta' / 'epoch_1.pth').is_file() and not (tmp_path / 'meta' / 'meta.pth').exists()
     crashed_at = torch.load(tmp_path / 'meta' / 'epoch_1.pth', weights_only=True)['meta']['iter']
 
-    assert phase_config(cfg, 'meta').resume  # the derived config asks MMEngine to resume
+    assert IncubationRunner(cfg).run_config('meta').resume  # the derived config asks MMEngine to resume
     IncubationRunner(cfg, phases=('meta', )).train()
     record = json.loads((tmp_path / 'meta' / 'phase_record.json').read_text())
     assert [entry['epoch'] for entry in record['history']] == [2]  # only the second epoch was trained again
@@ -120,16 +124,16 @@ def test_train_command_line_selects_phases_and_modules(tmp_path):
          '--cfg-options', 'incubation.incubate.train_cfg.max_epochs=7', 'incubation.module_init=meta']))
     runner = IncubationRunner.from_cfg(cfg)
     assert runner.phases == ['incubate'] and runner.modules == [1, 3]
-    module_cfg = phase_config(cfg, 'incubate', 3, meta_checkpoint='meta.pth')
+    module_cfg = phase_recipe(cfg, 'incubate', 3)
     assert module_cfg.train_cfg.max_epochs == 7 and module_cfg.optim_wrapper.type == 'AmpOptimWrapper'
-    assert module_cfg.work_dir == str(tmp_path / 'incubate' / 'module_3')
+    assert Phase('incubate', 3).work_dir(cfg.work_dir) == tmp_path / 'incubate' / 'module_3'
     assert module_cfg.model.backbone.arch['num_layers'] == 3 + 2
     assert module_cfg.model.module_init == 'meta'
     default = Config.fromfile(DEMO)
     default.work_dir = str(tmp_path)
-    assert phase_config(default, 'incubate', 0, meta_checkpoint='m.pth').model.module_init == 'meta'  # the demo's
+    assert phase_recipe(default, 'incubate', 0).model.module_init == 'meta'  # the demo's
     default.incubation.pop('module_init')
-    assert phase_config(default, 'incubate', 0, meta_checkpoint='m.pth').model.module_init == 'scratch'  # paper's
+    assert phase_recipe(default, 'incubate', 0).model.module_init == 'scratch'  # paper's
     with pytest.raises(ValueError, match='module index 4 is out of range for 4 modules'):
         IncubationRunner(cfg, modules=[4])
     all_phases = merge_args(Config.fromfile(DEMO), parse_args([DEMO, '--phase', 'all']))
@@ -139,18 +143,18 @@ def test_train_command_line_selects_phases_and_modules(tmp_path):
 def test_accuracy_vs_cost_lays_the_incubation_phases_end_to_end(tmp_path):
     from mmincubation.visualization import accuracy_curves, plot_accuracy_vs_cost
 
-    def record(phase: str, cost: float, offset: float = 0.0, accuracies=(50.0, 60.0)) -> None:
-        history = [dict(epoch=i + 1, cost=offset + cost * (i + 1) / len(accuracies), metrics={'accuracy/top1': a})
+    def record(phase: str, cost: float, module: int | None = None, accuracies=(50.0, 60.0)) -> None:
+        history = [dict(epoch=i + 1, cost=cost * (i + 1) / len(accuracies), metrics={'accuracy/top1': a})
                    for i, a in enumerate(accuracies)]
-        folder = tmp_path / phase.replace('incubate_module_', 'incubate/module_')
+        folder = Phase(phase, module).work_dir(tmp_path)
         folder.mkdir(parents=True)
-        (folder / 'phase_record.json').write_text(json.dumps(dict(phase=phase, cost=offset + cost, cost_offset=offset,
+        (folder / 'phase_record.json').write_text(json.dumps(dict(phase=phase, module=module, cost=cost,
                                                                   history=history)))
 
     record('meta', 100)
-    record('incubate_module_0', 40)
-    record('incubate_module_1', 60)
-    record('finetune', 200, offset=200)
+    record('incubate', 40, module=0)
+    record('incubate', 60, module=1)
+    record('finetune', 200)
     record('e2e', 400)
     curves = accuracy_curves(tmp_path)
     assert list(curves) == ['meta model', 'module 0', 'module 1', 'fine-tune', 'end-to-end']
@@ -177,3 +181,19 @@ def test_a_phase_killed_between_its_product_and_its_test_is_tested_on_rerun(data
     assert again['iters'] == done['iters']  # resumed at the final epoch: nothing trained again
     rewritten = torch.load(tmp_path / 'e2e' / 'e2e.pth', weights_only=True)['state_dict']
     assert all(torch.equal(rewritten[key], value) for key, value in weights.items())
+
+
+def test_records_written_before_records_named_their_module_read_the_same(tmp_path):
+    """Earlier records: phase 'incubate_module_<k>', costs including those of the phases before (cost_offset)."""
+    def legacy(folder: str, phase: str, cost: float, offset: float) -> None:
+        (tmp_path / folder).mkdir(parents=True)
+        history = [dict(epoch=1, cost=cost, metrics={'accuracy/top1': 50.0})]
+        (tmp_path / folder / 'phase_record.json').write_text(json.dumps(
+            dict(phase=phase, cost=cost, cost_offset=offset, history=history)))
+
+    legacy('meta', 'meta', 100, 0)
+    legacy('incubate/module_0', 'incubate_module_0', 40, 0)
+    legacy('finetune', 'finetune', 340, 140)
+    records = load_records(tmp_path)
+    assert [(r['phase'], r['module'], r['cost'], r['history'][0]['cost']) for r in records] == [
+        ('meta', None, 100, 100), ('incubate', 0, 40, 40), ('finetune', None, 200, 200)]

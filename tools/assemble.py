@@ -9,17 +9,15 @@ key and shape fits the config's full model; an --out that is a folder, a module 
 from __future__ import annotations
 
 import argparse
-import os.path as osp
 
 from mmengine.config import DictAction
 
 import mmincubation  # noqa: F401
 from mmincubation.assemble import assemble
 from mmincubation.checkpoint import check_config_file, check_output
-from mmincubation.engine.runner import build_layout, phase_config
+from mmincubation.engine.runner import Phase, build_layout, phase_recipe
 from mmincubation.engine.runner.cli import exit_on_bad_input, load_config
 from mmincubation.engine.runner.fit_checks import full_model_shapes
-from mmincubation.engine.runner.phase_config import phase_work_dir, product_name
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,11 +38,9 @@ def main(argv: list[str] | None = None) -> None:
         check_output(args.out, [*(args.modules or []), args.config])
     cfg = load_config(args)
     layout = build_layout(cfg)
-    modules = args.modules or [
-        str(phase_work_dir(cfg.work_dir, 'incubate', k) / product_name('incubate', k))
-        for k in range(layout.num_modules)]
-    out = assemble(modules, args.out or osp.join(cfg.work_dir, 'assembled.pth'),
-                   reference=full_model_shapes(phase_config(cfg, 'finetune')), layout=layout)
+    modules = args.modules or [str(step.product(cfg.work_dir)) for step in Phase('assemble').inputs(layout.num_modules)]
+    out = assemble(modules, args.out or Phase('assemble').product(cfg.work_dir),
+                   reference=full_model_shapes(phase_recipe(cfg, 'finetune')), layout=layout)
     print(f'assembled {len(modules)} modules into {out}')
 
 

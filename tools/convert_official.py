@@ -13,7 +13,6 @@ Nothing is written unless the conversion succeeds.
 from __future__ import annotations
 
 import argparse
-import os.path as osp
 
 from mmengine.config import Config, DictAction
 
@@ -48,20 +47,18 @@ def main(argv: list[str] | None = None) -> None:
     reference, module_depths = None, args.module_depths
     if args.config:
         check_config_file(args.config)
-        from mmincubation.engine.runner import build_layout, phase_config
+        from mmincubation.engine.runner import build_layout, phase_recipe
         from mmincubation.engine.runner.fit_checks import full_model_shapes
 
         cfg = Config.fromfile(args.config)
         if args.cfg_options:
             cfg.merge_from_dict(args.cfg_options)
-        if cfg.get('work_dir') is None:  # phase_config needs one; nothing is written there
-            cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
         depths = list(build_layout(cfg).depths)
         if module_depths is not None and list(module_depths) != depths:
             raise LayoutError(f'--module-depths {module_depths} disagree with {args.config}\'s {depths}')
         if args.meta and args.full_depth is None:
             module_depths = depths
-        reference = full_model_shapes(phase_config(cfg, 'meta' if args.meta else 'finetune'))
+        reference = full_model_shapes(phase_recipe(cfg, 'meta' if args.meta else 'finetune'))
     out = convert_official_file(args.src, args.dst, meta=args.meta, module_depths=module_depths,
                                 full_depth=args.full_depth, reference=reference)
     print(f'converted {args.src} ({"meta model" if args.meta else "full model"}) into {out}')

@@ -15,7 +15,7 @@ from mmengine.runner import Runner
 
 import mmincubation  # noqa: F401
 from mmincubation.checkpoint import load_fitting
-from mmincubation.engine.runner import build_layout, phase_config
+from mmincubation.engine.runner import build_layout, phase_recipe
 from mmincubation.engine.runner.cli import exit_on_bad_input, load_config
 from mmincubation.engine.runner.fit_checks import full_model_shapes
 from mmincubation.launcher import setup_launcher
@@ -40,11 +40,8 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = load_config(args, 'test')
     num_modules = None
     if 'incubation' in cfg:
-        work_dir = cfg.work_dir
         num_modules = build_layout(cfg).num_modules
-        cfg = phase_config(cfg, args.phase)
-        cfg.custom_hooks = [h for h in cfg.custom_hooks if not str(h['type']).startswith('mmincubation.')]
-        cfg.work_dir = work_dir
+        cfg = phase_recipe(cfg, args.phase)
     load_fitting(args.checkpoint, full_model_shapes(cfg), holds='meta' if args.phase == 'meta' else 'full',
                  num_modules=num_modules)
     cfg.launcher = args.launcher

@@ -1,7 +1,5 @@
 from .hooks import ExportWeightsHook, PhaseRecordHook
-from .optimizers import TrainableParamsOptimWrapperConstructor
 from .runner import IncubationRunner
 from .schedulers import TimmCosineLR
 
-__all__ = ['ExportWeightsHook', 'PhaseRecordHook', 'TrainableParamsOptimWrapperConstructor', 'IncubationRunner',
-           'TimmCosineLR']
+__all__ = ['ExportWeightsHook', 'PhaseRecordHook', 'IncubationRunner', 'TimmCosineLR']

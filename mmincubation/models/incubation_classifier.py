@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from mmpretrain.models import ImageClassifier
 
+from ..backbones import backbone_adapter
 from ..checkpoint import CheckpointError, incubation_meta, load_weights
-from ..layout import LayoutError, ModuleLayout, check_state_dict, convert_state_dict
+from ..layout import LayoutError, ModuleLayout, check_state_dict, convert_state_dict, grown_module, layout_from_tag
 from ..registry import MODELS
 
 
@@ -21,33 +22,40 @@ class IncubationClassifier(ImageClassifier):
 
     Args:
         module_depths: depths of the full model's modules, e.g. ``(3, 3, 3, 3)`` for ViT-B.
+        stage_depths: blocks of each stage of the full model (default: one stage), e.g. ``(2, 2, 18, 2)``
+            for Swin-B.
         target_module: index of the module being incubated.
         meta_checkpoint: output of the meta-pretraining phase; its modules fill the non-target slots
             in :meth:`init_weights`.
         module_init: how the target starts. ``'scratch'`` (the paper, Sec. 3.2): its own fresh
             initialisation. ``'meta'`` (ours, beyond the paper): grown from the meta model: its first
-            block is meta block ``target_module``, module 0 / K-1 take the meta stem / final norm
-            and head, and its other blocks keep their fresh weights with the last layer of each
-            residual branch zeroed, so each is the identity. The hybrid then computes exactly
-            the meta model's function at step 0, and so does the assembly of such modules.
+            block in each stage is the meta model's block there, module 0 / K-1 take the meta stem /
+            final norm and head, between-stage layers their meta ones, and its other blocks keep
+            their fresh weights with the last layer of each residual branch zeroed, so each is the
+            identity. The hybrid then computes exactly the meta model's function at step 0, and so
+            does the assembly of such modules.
     """
 
     MODULE_INITS = ('scratch', 'meta')
 
-    def __init__(self, *args, module_depths: tuple[int, ...], target_module: int,
-                 meta_checkpoint: str | None = None, module_init: str = 'scratch', **kwargs) -> None:
+    def __init__(self, backbone: dict, *args, module_depths: tuple[int, ...], target_module: int,
+                 stage_depths: tuple[int, ...] = (), meta_checkpoint: str | None = None,
+                 module_init: str = 'scratch', **kwargs) -> None:
         if module_init not in self.MODULE_INITS:
             raise LayoutError(f'incubation.module_init must be one of {self.MODULE_INITS}, got {module_init!r}')
-        super().__init__(*args, **kwargs)
+        adapter = backbone_adapter(backbone)
+        full_layout = ModuleLayout(tuple(module_depths), adapter.naming, tuple(stage_depths))
+        layout = full_layout.hybrid(target_module)
+        built = adapter.stage_depths(backbone)
+        if built != layout.stage_depths:
+            raise LayoutError(f'the backbone has stages of {list(built)} blocks but the hybrid for module '
+                              f'{target_module} of layout {full_layout.depths} (stages '
+                              f'{list(full_layout.stage_depths)}) needs {list(layout.stage_depths)}')
+        super().__init__(backbone, *args, **kwargs)
+        self.full_layout, self.layout = full_layout, layout
         self.module_init = module_init
-        self.full_layout = ModuleLayout(tuple(module_depths))
-        self.layout = self.full_layout.hybrid(target_module)
         self.target_module = target_module
         self.meta_checkpoint = meta_checkpoint
-        depth = len(self.backbone.layers)
-        if depth != self.layout.total_depth:
-            raise LayoutError(f'the backbone has {depth} blocks but the hybrid for module {target_module} of '
-                              f'layout {self.full_layout.depths} needs {self.layout.total_depth}')
         for name, param in self.named_parameters():
             param.requires_grad_(self.layout.module_of(name) == target_module)
 
@@ -64,8 +72,12 @@ class IncubationClassifier(ImageClassifier):
         ``module_init='meta'``, the target's meta block, stem or tail too, see the class docs)."""
         checkpoint = load_weights(path)
         record = incubation_meta(checkpoint, path, phase='meta')
-        if len(record['layout']) != self.full_layout.num_modules:
-            raise CheckpointError(f'meta checkpoint {path} has {len(record["layout"])} modules, '
+        recorded = layout_from_tag(record)
+        if recorded.naming != self.full_layout.naming:
+            raise CheckpointError(f'meta checkpoint {path} is a meta model of a {recorded.naming.name} backbone, '
+                                  f'the config has a {self.full_layout.naming.name} backbone')
+        if recorded.num_modules != self.full_layout.num_modules:
+            raise CheckpointError(f'meta checkpoint {path} has {recorded.num_modules} modules, '
                                   f'the config asks for {self.full_layout.num_modules}')
         others = [m for m in range(self.layout.num_modules) if m != self.target_module]
         own = self.state_dict()
@@ -79,22 +91,11 @@ class IncubationClassifier(ImageClassifier):
         check_state_dict(meta_weights, expected, source=f'meta checkpoint {path}')
         own.update(meta_weights)
         if self.module_init == 'meta':
-            own.update(self._grown_target(checkpoint['state_dict'], own))
+            grown, identities = grown_module(checkpoint['state_dict'], self.full_layout, self.target_module)
+            own.update(grown)
+            own.update({key: value.new_zeros(value.shape) for key, value in own.items()
+                        if key.startswith(tuple(identities))})
         self.load_state_dict(own, strict=True)
-
-    def _grown_target(self, meta_state: dict, own: dict) -> dict:
-        """The target's tensors grown from the meta model: its meta block first, identity blocks after.
-
-        In the hybrid the modules before the target have one block each, as in the meta model, so
-        the target's first block, stem and tail have the same keys in both.
-        """
-        meta_layout, naming = self.full_layout.meta(), self.layout.naming
-        grown = {key: value for key, value in meta_state.items()
-                 if meta_layout.module_of(key) == self.target_module}
-        later_blocks = tuple(naming.join(block, rest) for block in self.layout.blocks_of(self.target_module)[1:]
-                             for rest in naming.residual_outputs)
-        grown.update({key: value.new_zeros(value.shape) for key, value in own.items() if key.startswith(later_blocks)})
-        return grown
 
     def export_module(self) -> dict:
         """The target module's weights, keyed as in the full model."""

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from mmincubation.checkpoint import check_output
 from mmincubation.engine.runner.cli import exit_on_bad_input
-from mmincubation.engine.runner.incubation_runner import format_summary, method_results
+from mmincubation.engine.runner.records import format_summary, method_results
 from mmincubation.visualization import plot_accuracy_vs_cost, plot_formats
 
 #: What this summary reads of a phase record (written by mmincubation's PhaseRecordHook).
-NUMBERS = ('num_blocks', 'iters', 'wall_seconds', 'cost', 'cost_offset')
+NUMBERS = ('num_blocks', 'iters', 'wall_seconds', 'cost')
 
 
 def _record_problem(record: object) -> str | None:

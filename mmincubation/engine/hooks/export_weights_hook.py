@@ -24,13 +24,13 @@ class ExportWeightsHook(Hook):
 
     priority = 'LOWEST'  # after the CheckpointHook wrote its last checkpoint
 
-    def __init__(self, filename: str, phase: str, module_depths: tuple[int, ...]) -> None:
+    def __init__(self, filename: str, phase: str, layout: dict) -> None:
         self.filename = filename
         self.phase = phase
-        self.module_depths = [int(d) for d in module_depths]
+        self.layout = dict(layout)  # ModuleLayout.tag() of the full model: depths, backbone kind, stages
 
     def _record(self, model, holds: str) -> dict:
-        record = dict(phase=self.phase, layout=self.module_depths, holds=holds)
+        record = dict(phase=self.phase, **self.layout, holds=holds)
         if hasattr(model, 'target_module'):
             record['module'] = model.target_module
         return record

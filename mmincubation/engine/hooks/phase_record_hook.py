@@ -18,7 +18,8 @@ class PhaseRecordHook(Hook):
 
     Training cost is counted in block-images: images seen times ``num_blocks`` of the trained
     network, the same unit for every phase, so incubation (meta + modules + fine-tune) and
-    end-to-end training can be put on one axis. ``cost_offset`` is the cost spent before this phase.
+    end-to-end training can be put on one axis. Each record holds its own phase's cost only; the
+    summary adds up the phases a method paid for. ``module`` is the incubated module's index.
 
     A resumed phase (one that starts past iteration 0) continues the record it finds in its work
     dir: the evaluations up to the resumed iteration and the wall time already spent.
@@ -26,10 +27,10 @@ class PhaseRecordHook(Hook):
 
     priority = 'LOW'
 
-    def __init__(self, phase: str, num_blocks: int, cost_offset: float = 0.0) -> None:
+    def __init__(self, phase: str, num_blocks: int, module: int | None = None) -> None:
         self.phase = phase
+        self.module = module
         self.num_blocks = num_blocks
-        self.cost_offset = cost_offset
         self.history: list[dict] = []
         self.test_metrics: dict[str, float] = {}
         self.started = 0.0
@@ -48,7 +49,7 @@ class PhaseRecordHook(Hook):
 
     def after_val_epoch(self, runner, metrics: dict | None = None) -> None:
         self.history.append(dict(epoch=runner.epoch, iter=runner.iter, images=self._images_seen(runner),
-                                 cost=self.cost_offset + self._images_seen(runner) * self.num_blocks,
+                                 cost=self._images_seen(runner) * self.num_blocks,
                                  metrics={k: float(v) for k, v in (metrics or {}).items()}))
         self._write(runner, finished=False)
 
@@ -64,9 +65,8 @@ class PhaseRecordHook(Hook):
     def _write(self, runner, finished: bool) -> None:
         iter_time = runner.message_hub.log_scalars.get('train/time')
         record = dict(
-            phase=self.phase, finished=finished, num_blocks=self.num_blocks, iters=runner.iter,
-            images=self._images_seen(runner), cost_offset=self.cost_offset,
-            cost=self.cost_offset + self._images_seen(runner) * self.num_blocks,
+            phase=self.phase, module=self.module, finished=finished, num_blocks=self.num_blocks, iters=runner.iter,
+            images=self._images_seen(runner), cost=self._images_seen(runner) * self.num_blocks,
             wall_seconds=self.wall_seconds if finished else time.perf_counter() - self.started,
             seconds_per_iter=float(iter_time.mean()) if iter_time else None,
             history=self.history, test_metrics=self.test_metrics)

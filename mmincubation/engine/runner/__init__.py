@@ -1,4 +1,5 @@
 from .incubation_runner import IncubationRunner
-from .phase_config import PHASES, build_layout, phase_config
+from .phase_config import build_layout, phase_recipe
+from .phases import PHASES, Phase
 
-__all__ = ['IncubationRunner', 'PHASES', 'build_layout', 'phase_config']
+__all__ = ['IncubationRunner', 'PHASES', 'Phase', 'build_layout', 'phase_recipe']

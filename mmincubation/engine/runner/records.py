@@ -1,0 +1,73 @@
+"""Reading the phase records of a pipeline work dir: per-phase table, per-method totals.
+
+Each ``phase_record.json`` (written by :class:`~mmincubation.engine.hooks.PhaseRecordHook`) holds
+its own phase's cost; a method's cost is the sum over the phases it paid for.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from .phases import Phase
+
+#: A record written before records named their module (``'incubate_module_2'``) and held the cost of
+#: the phases before them (``cost_offset``); read so that earlier benchmark results stay comparable.
+_LEGACY_INCUBATE = re.compile(r'incubate_module_(\d+)$')
+
+
+def _normalised(record: dict) -> dict:
+    """``record`` with ``phase``/``module`` split and its own cost only (see ``_LEGACY_INCUBATE``)."""
+    legacy = _LEGACY_INCUBATE.match(record['phase'])
+    if legacy:
+        record.update(phase='incubate', module=int(legacy.group(1)))
+    offset = record.pop('cost_offset', 0.0)
+    if offset:
+        record['cost'] -= offset
+        for entry in record['history']:
+            entry['cost'] -= offset
+    record.setdefault('module', None)
+    return record
+
+
+def load_records(work_dir: str | Path) -> list[dict]:
+    """Every ``phase_record.json`` under ``work_dir``, in pipeline order (modules by index)."""
+    records = [_normalised(json.loads(path.read_text())) for path in Path(work_dir).rglob('phase_record.json')]
+    return sorted(records, key=lambda record: Phase(record['phase'], record['module']).order)
+
+
+def method_results(work_dir: str | Path) -> dict[str, dict]:
+    """Per method ('incubation', 'e2e') of a pipeline work dir: final test top-1, total cost, wall time.
+
+    Incubation's cost sums every phase it paid for (meta, modules, fine-tune); a method whose final
+    phase (fine-tune / E2E) has no record yet is left out.
+    """
+    records = load_records(work_dir)
+    methods = {'incubation': ([r for r in records if r['phase'] != 'e2e'], 'finetune'),
+               'e2e': ([r for r in records if r['phase'] == 'e2e'], 'e2e')}
+    results = {}
+    for name, (phases, final_phase) in methods.items():
+        final = [r for r in phases if r['phase'] == final_phase]
+        if final:
+            results[name] = dict(top1=(final[0].get('test_metrics') or {}).get('accuracy/top1'),
+                                 cost=sum(r['cost'] for r in phases),
+                                 wall_seconds=sum(r['wall_seconds'] for r in phases))
+    return results
+
+
+def format_summary(work_dir: str | Path) -> list[str]:
+    """A table of every recorded phase: blocks, iterations, wall time, s/iter, cost, last top-1."""
+    lines = [f'{"phase":<18}{"blocks":>7}{"iters":>8}{"wall s":>9}{"s/iter":>9}{"cost (M blk-img)":>17}'
+             f'{"val top-1":>11}{"test top-1":>12}']
+    for record in load_records(work_dir):
+        val = record['history'][-1]['metrics'].get('accuracy/top1') if record['history'] else None
+        test = (record.get('test_metrics') or {}).get('accuracy/top1')
+        name = str(Phase(record['phase'], record['module']))
+        lines.append(f'{name:<18}{record["num_blocks"]:>7}{record["iters"]:>8}'
+                     f'{record["wall_seconds"]:>9.1f}{record["seconds_per_iter"] or 0:>9.3f}'
+                     f'{record["cost"] / 1e6:>17.2f}{_fmt(val):>11}{_fmt(test):>12}')
+    return lines
+
+
+def _fmt(value: float | None) -> str:
+    return '-' if value is None else f'{value:.2f}'
