@@ -21,6 +21,7 @@ from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
 
 import mmincubation  # noqa: F401
+from mmincubation.engine.downstream import resolve_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DOWNSTREAM = ROOT / 'configs' / 'downstream'
@@ -35,6 +36,11 @@ EXPECTED = {  # arch, out_indices (seg), layer decay (det, seg), drop path (det)
     'vit-h': dict(arch='huge', layers=32, seg_out=(7, 15, 23, 31), det_decay=0.9, seg_decay=0.9, det_dpr=0.5),
 }
 TINY_ARCH = dict(embed_dims=32, num_layers=4, num_heads=2, feedforward_channels=64)
+
+
+def load(path: Path) -> Config:
+    """A downstream config as its runner sees it: settings filled in."""
+    return resolve_settings(Config.fromfile(str(path)))
 
 
 def _arch_of(path: Path) -> str:
@@ -55,24 +61,29 @@ def test_there_are_det_and_seg_configs_for_every_size_and_schedule():
     for arch in UPSTREAM:
         for schedule in ('1x', '3x'):
             assert f'mask-rcnn_{arch}-incubated_simplefpn_{schedule}_coco.py' in names
+            assert f'faster-rcnn_{arch}-incubated_simplefpn_{schedule}_coco.py' in names
         for iters in ('80k', '160k'):
             assert f'upernet_{arch}-incubated_mln_8xb2-{iters}_ade20k-512x512.py' in names
-    assert len(CONFIGS) == 12
+    assert len(CONFIGS) == 18
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.stem)
 def test_config_loads_and_backbone_matches_the_upstream_checkpoint(path, monkeypatch):
     monkeypatch.delenv('INCUBATED_CHECKPOINT', raising=False)
-    cfg = Config.fromfile(str(path))
+    cfg = load(path)
     arch = _arch_of(path)
     expected = EXPECTED[arch]
-    is_det = path.name.startswith('mask-rcnn')
+    is_det = path.name.startswith(('mask-rcnn', 'faster-rcnn'))
     assert cfg.default_scope == ('mmdet' if is_det else 'mmseg')
     backbone = cfg.model.backbone
     assert backbone.type == 'mmpretrain.VisionTransformer' and backbone.arch == expected['arch']
     assert backbone.out_type == 'featmap'
-    assert backbone.init_cfg == dict(type='Pretrained', prefix='backbone.',
-                                      checkpoint=f'work_dirs/incubate_{arch.replace("-", "_")}/finetune/finetuned.pth')
+    assert backbone.init_cfg.type == 'Pretrained' and backbone.init_cfg.prefix == 'backbone.'
+    # the default is the upstream pipeline's product in this repository, wherever the config is read from
+    assert Path(backbone.init_cfg.checkpoint).resolve() == \
+        ROOT / 'work_dirs' / f'incubate_{arch.replace("-", "_")}' / 'finetune' / 'finetuned.pth'
+    assert cfg.runner_type == 'mmincubation.DownstreamRunner'
+    assert cfg.custom_hooks == [dict(type='mmdet.NumClassCheckHook')]
     optim = cfg.optim_wrapper
     assert optim.constructor == 'mmincubation.LayerDecayOptimWrapperConstructor'
     assert optim.optimizer.type == 'AdamW' and optim.optimizer.lr == 1e-4
@@ -83,12 +94,20 @@ def test_config_loads_and_backbone_matches_the_upstream_checkpoint(path, monkeyp
         assert tuple(backbone.img_size) == (1024, 1024)
         assert cfg.model.neck.type == 'mmincubation.SimpleFPN'
         assert cfg.train_cfg.max_epochs == (36 if '_3x_' in path.name else 12)
+        assert cfg.model.roi_head.bbox_head.num_classes == 80 == len(cfg.train_dataloader.dataset.metainfo.classes)
+        with_mask = path.name.startswith('mask-rcnn')
+        assert (cfg.model.roi_head.mask_head is not None) == with_mask
+        assert set(cfg.val_evaluator.metric) == ({'bbox', 'segm'} if with_mask else {'bbox'})
+        for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+            annotations = [t for t in loader.dataset.pipeline if t.type == 'LoadAnnotations']
+            assert [t.with_mask for t in annotations] == [with_mask]
     else:
         assert optim.paramwise_cfg.layer_decay_rate == expected['seg_decay']
         assert tuple(backbone.out_indices) == expected['seg_out']
         assert cfg.model.pretrained is None and cfg.model.neck.type == 'MultiLevelNeck'
         assert list(cfg.model.neck.scales) == [4, 2, 1, 0.5]
         assert cfg.train_cfg.max_iters == (80000 if '-80k_' in path.name else 160000)
+        assert cfg.model.decode_head.num_classes == cfg.model.auxiliary_head.num_classes == 150
         assert cfg.param_scheduler[-1].end == cfg.train_cfg.max_iters
 
     # Build the whole model without allocating it, and compare its backbone with the classifier that
@@ -117,7 +136,7 @@ def test_config_loads_and_backbone_matches_the_upstream_checkpoint(path, monkeyp
 def test_checkpoint_path_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv('INCUBATED_CHECKPOINT', '/data/my-vit.pth')
     for path in (DET_B, SEG_B, DOWNSTREAM / 'mask-rcnn_vit-h-incubated_simplefpn_3x_coco.py'):
-        assert Config.fromfile(str(path)).model.backbone.init_cfg.checkpoint == '/data/my-vit.pth'
+        assert load(path).model.backbone.init_cfg.checkpoint == '/data/my-vit.pth'
 
 
 # ----------------------------------------------------------------------------------------------- tiny variants
@@ -146,15 +165,15 @@ def fake_checkpoint(tmp_path_factory) -> Path:
 
 def _tiny_det_cfg(checkpoint: Path, path: Path = DET_B) -> Config:
     cfg = Config.fromfile(str(path))
-    cfg.model.backbone.update(arch=TINY_ARCH, img_size=64)
-    cfg.model.backbone.init_cfg.checkpoint = str(checkpoint)
-    cfg.model.data_preprocessor.batch_augments[0].size = (64, 64)
+    cfg.merge_from_dict(dict(image_size=64, checkpoint=str(checkpoint), classes=('a', 'b', 'c')))
+    resolve_settings(cfg)
+    cfg.model.backbone.update(arch=TINY_ARCH)
     cfg.model.neck.update(in_channels=32, out_channels=32)
     cfg.model.rpn_head.update(in_channels=32, feat_channels=32)
     for roi in ('bbox_roi_extractor', 'mask_roi_extractor'):
         cfg.model.roi_head[roi].out_channels = 32
-    cfg.model.roi_head.bbox_head.update(in_channels=32, conv_out_channels=32, fc_out_channels=64, num_classes=3)
-    cfg.model.roi_head.mask_head.update(in_channels=32, conv_out_channels=32, num_classes=3)
+    cfg.model.roi_head.bbox_head.update(in_channels=32, conv_out_channels=32, fc_out_channels=64)
+    cfg.model.roi_head.mask_head.update(in_channels=32, conv_out_channels=32)
     cfg.optim_wrapper.type = 'OptimWrapper'  # AmpOptimWrapper needs a GPU
     cfg.optim_wrapper.paramwise_cfg.num_layers = 4
     return cfg
@@ -162,13 +181,13 @@ def _tiny_det_cfg(checkpoint: Path, path: Path = DET_B) -> Config:
 
 def _tiny_seg_cfg(checkpoint: Path) -> Config:
     cfg = Config.fromfile(str(SEG_B))
-    cfg.model.backbone.update(arch=TINY_ARCH, img_size=64, out_indices=(0, 1, 2, 3))
-    cfg.model.backbone.init_cfg.checkpoint = str(checkpoint)
-    cfg.model.data_preprocessor.size = (64, 64)
+    cfg.merge_from_dict(dict(image_size=64, checkpoint=str(checkpoint), classes=('a', 'b', 'c', 'd')))
+    resolve_settings(cfg)
+    cfg.model.backbone.update(arch=TINY_ARCH, out_indices=(0, 1, 2, 3))
     bn = dict(type='BN', requires_grad=True)
     cfg.model.neck.update(in_channels=[32] * 4, out_channels=32)
-    cfg.model.decode_head.update(in_channels=[32] * 4, channels=32, num_classes=4, norm_cfg=bn)
-    cfg.model.auxiliary_head.update(in_channels=32, channels=16, num_classes=4, norm_cfg=bn)
+    cfg.model.decode_head.update(in_channels=[32] * 4, channels=32, norm_cfg=bn)
+    cfg.model.auxiliary_head.update(in_channels=32, channels=16, norm_cfg=bn)
     cfg.optim_wrapper.paramwise_cfg.num_layers = 4
     return cfg
 
@@ -378,7 +397,7 @@ def _det_input_sizes(cfg: Config) -> list[tuple[int, int]]:
 @pytest.mark.parametrize('path', DET_CONFIGS, ids=lambda p: p.stem)
 def test_simple_fpn_cells_sit_where_anchors_and_roi_align_look(path, monkeypatch):
     monkeypatch.delenv('INCUBATED_CHECKPOINT', raising=False)
-    cfg = Config.fromfile(str(path))
+    cfg = load(path)
     neck_cfg = cfg.model.neck
     assert neck_cfg.in_stride == cfg.model.backbone.patch_size
     from mmincubation.models.necks import SimpleFPN
@@ -456,7 +475,8 @@ def test_a_backbone_checkpoint_that_does_not_fit_is_refused_before_training(fake
     for name, (record, width, message) in refused.items():
         with pytest.raises(CheckpointError, match=message):
             check_pretrained_backbone(tiny_cfg(_retagged(fake_checkpoint, tmp_path / name, record, width)))
-    with pytest.raises(CheckpointError, match=r'nowhere.pth does not exist .*set INCUBATED_CHECKPOINT='):
+    with pytest.raises(CheckpointError,
+                       match=r'nowhere.pth does not exist.*; set INCUBATED_CHECKPOINT=.* --cfg-options checkpoint='):
         check_pretrained_backbone(tiny_cfg(tmp_path / 'nowhere.pth'))
 
 
@@ -597,7 +617,7 @@ def _coordinate_pyramid(cfg: Config):
                          ids=lambda x: getattr(x, 'stem', x))
 def test_upernet_levels_sit_where_their_strides_say(path, phase, monkeypatch):
     monkeypatch.delenv('INCUBATED_CHECKPOINT', raising=False)
-    cfg = Config.fromfile(str(path))
+    cfg = load(path)
     assert cfg.model.neck.type == 'MultiLevelNeck' and cfg.model.backbone.out_type == 'featmap'
     pyramid = _coordinate_pyramid(cfg)
     batches = _seg_batches(cfg, phase)

@@ -37,6 +37,7 @@ from mmincubation.datasets.pasted_fashion_mnist import (  # noqa: E402
     make_pasted_fashion_mnist,
     read_manifest,
 )
+from mmincubation.engine.downstream import resolve_settings  # noqa: E402
 from mmincubation.engine.runner.cli import exit_on_bad_input  # noqa: E402
 from mmincubation.engine.runner.fit_checks import check_pretrained_backbone  # noqa: E402
 
@@ -75,31 +76,20 @@ def set_max_iters(cfg: Config, max_iters: int) -> Config:
     return cfg
 
 
-def set_data_root(cfg: Config, data_root: str | os.PathLike) -> Config:
-    """Point every dataset (and the COCO evaluators' ``ann_file``) of the config at ``data_root``."""
-    data_root = str(data_root).rstrip('/') + '/'
-    for split in ('train', 'val', 'test'):
-        loader = cfg.get(f'{split}_dataloader')
-        if loader:
-            loader.dataset.data_root = data_root
-        evaluator = cfg.get(f'{split}_evaluator')
-        if split != 'train' and evaluator and evaluator.get('ann_file'):
-            evaluator.ann_file = data_root + 'annotations/' + Path(evaluator.ann_file).name
-    return cfg
-
-
 def demo_config(task: str, checkpoint: str | os.PathLike, work_dir: str | os.PathLike,
                 data_root: str | os.PathLike | None = None, max_iters: int | None = None,
                 log_level: str | None = None, seed: int | None = None) -> Config:
-    """The demo config of ``task`` ('det' or 'seg') for one backbone checkpoint, ready for ``Runner.from_cfg``."""
+    """The demo config of ``task`` ('det' or 'seg') for one backbone checkpoint, its settings filled in
+    (:func:`~mmincubation.engine.downstream.resolve_settings`), ready for ``Runner.from_cfg``."""
     cfg = Config.fromfile(str(CONFIGS[task]))
     if log_level is not None:
         cfg.log_level = log_level
-    cfg.model.backbone.init_cfg.checkpoint = str(checkpoint)
+    cfg.checkpoint = str(checkpoint)
     cfg.work_dir = str(work_dir)
     cfg.launcher = 'none'
     if data_root is not None:
-        set_data_root(cfg, data_root)
+        cfg.data_root = str(data_root).rstrip('/') + '/'
+    resolve_settings(cfg)
     if max_iters is not None:
         set_max_iters(cfg, max_iters)
     if seed is not None:
@@ -232,7 +222,7 @@ def main(argv: list[str] | None = None) -> dict:
                for task in args.tasks for backbone, checkpoint in backbones.items()}
     for cfg in configs.values():  # a checkpoint that does not fit is refused before minutes of data and training
         check_pretrained_backbone(cfg)
-    canvas = Config.fromfile(str(CONFIGS['det'])).canvas
+    canvas = Config.fromfile(str(CONFIGS['det'])).image_size
     try:
         params = PasteParams(num_train=args.num_train, num_val=args.num_val, canvas=canvas, seed=args.seed)
     except ValueError as error:

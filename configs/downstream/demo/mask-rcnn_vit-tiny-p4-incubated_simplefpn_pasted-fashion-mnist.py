@@ -9,35 +9,46 @@
 # - 64 channels in neck and heads, a 2-fc box head (the 4-conv one is most of the CPU time at this size), fewer
 #   proposals and RoIs; 1-channel images (mean/std of Fashion-MNIST);
 # - 150 iterations of 8 images, LR 1e-3 (tools/downstream_demo.py compares incubated vs. end-to-end backbones).
-# The checkpoint (a plain mmpretrain ImageClassifier; only `backbone.*` is loaded, pos_embed resized from 7x7 to
-# 16x16 tokens) comes from INCUBATED_CHECKPOINT when set, e.g. the E2E baseline of the demo:
-#   INCUBATED_CHECKPOINT=work_dirs/incubate_demo_fashion_mnist/e2e/e2e.pth python tools/train.py <this file>
+#
+# Settings (placeholders filled in by mmincubation.DownstreamRunner: a child config or --cfg-options that sets
+# one reaches every field that depends on it; see ../_base_/vit-b_incubated_backbone.py):
+#   checkpoint      the demo classifier (a plain mmpretrain ImageClassifier; only `backbone.*` is loaded, pos_embed
+#                   resized from 7x7 to image_size/4 tokens): `make demo`'s fine-tuned model in this repository,
+#                   or INCUBATED_CHECKPOINT, e.g. the E2E baseline work_dirs/incubate_demo_fashion_mnist/e2e/e2e.pth
+#   image_size      side of the (square) images, px: the backbone's position grid and the test resize
+#   classes         class names: the datasets' metainfo and both heads' num_classes
+#   data_root       the COCO-style data set: annotations/instances_{train,val}.json, images/{training,validation}/
+#   in_channels     image channels: 1 (grey, as the checkpoint); 3 for RGB photos, whose patch embedding is then
+#                   inflated from the grey one (mmincubation.InflatingVisionTransformer); with color_type 'color'
+#                   and a mean/std per channel
 _base_ = '../mask-rcnn_vit-b-incubated_simplefpn_1x_coco.py'
 
-checkpoint = '{{$INCUBATED_CHECKPOINT:work_dirs/incubate_demo_fashion_mnist/finetune/finetuned.pth}}'
-data_root = 'data/pasted_fashion_mnist/'
-canvas = 64
+custom_imports = dict(imports=_base_.custom_imports.imports + ['mmincubation.models.channel_inflation'])
+
+checkpoint = '{{$INCUBATED_CHECKPOINT:{{fileDirname}}/../../../work_dirs/incubate_demo_fashion_mnist/finetune/finetuned.pth}}'  # noqa: E501
+image_size = 64
 classes = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag',
            'Ankle boot')
-palette = [(220, 20, 60), (119, 11, 32), (0, 0, 142), (0, 0, 230), (106, 0, 228), (0, 60, 100), (0, 80, 100),
-           (0, 0, 70), (0, 0, 192), (250, 170, 30)]
-metainfo = dict(classes=classes, palette=palette)
+data_root = 'data/pasted_fashion_mnist/'
+in_channels = 1
+color_type = 'grayscale'
+mean = [72.94]
+std = [90.02]
 channels = 64
-norm_cfg = dict(type='mmincubation.LN2d', eps=1e-6, requires_grad=True)
 max_iters = 150
 batch_size = 8
 
 model = dict(
-    data_preprocessor=dict(mean=[72.94], std=[90.02], bgr_to_rgb=False, pad_size_divisor=32, batch_augments=None),
+    data_preprocessor=dict(mean='${mean}', std='${std}', bgr_to_rgb=False, pad_size_divisor=32,
+                           batch_augments=None),
     backbone=dict(
+        type='mmincubation.InflatingVisionTransformer',
         arch=dict(_delete_=True, embed_dims=64, num_layers=8, num_heads=2, feedforward_channels=256),
-        img_size=canvas,
         patch_size=4,
-        in_channels=1,
-        drop_path_rate=0.,
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint, prefix='backbone.')),
+        in_channels='${in_channels}',
+        drop_path_rate=0.),
     neck=dict(in_channels=64, out_channels=channels, scale_factors=(1.0, 0.5), num_outs=3, in_stride=4,
-              base_stride=4, norm_cfg=norm_cfg),
+              base_stride=4),
     rpn_head=dict(
         in_channels=channels,
         feat_channels=channels,
@@ -45,9 +56,9 @@ model = dict(
     roi_head=dict(
         bbox_roi_extractor=dict(out_channels=channels, featmap_strides=[4, 8, 16]),
         bbox_head=dict(type='Shared2FCBBoxHead', in_channels=channels, conv_out_channels=channels,
-                       fc_out_channels=256, num_classes=10, norm_cfg=norm_cfg),
+                       fc_out_channels=256),
         mask_roi_extractor=dict(out_channels=channels, featmap_strides=[4, 8, 16]),
-        mask_head=dict(in_channels=channels, conv_out_channels=channels, num_classes=10, norm_cfg=norm_cfg)),
+        mask_head=dict(in_channels=channels, conv_out_channels=channels)),
     train_cfg=dict(
         rpn_proposal=dict(nms_pre=1000, max_per_img=300),
         rcnn=dict(sampler=dict(num=64))),
@@ -57,15 +68,15 @@ model = dict(
 
 backend_args = None
 train_pipeline = [
-    dict(type='LoadImageFromFile', color_type='grayscale', backend_args=backend_args),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='LoadImageFromFile', color_type='${color_type}', backend_args=backend_args),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask='${with_mask}'),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackDetInputs'),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile', color_type='grayscale', backend_args=backend_args),
-    dict(type='Resize', scale=(canvas, canvas), keep_ratio=True),  # a no-op that records scale_factor
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='LoadImageFromFile', color_type='${color_type}', backend_args=backend_args),
+    dict(type='Resize', scale=('${image_size}', '${image_size}'), keep_ratio=True),  # a no-op on the canvases
+    dict(type='LoadAnnotations', with_bbox=True, with_mask='${with_mask}'),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
 train_dataloader = dict(
@@ -74,8 +85,6 @@ train_dataloader = dict(
     persistent_workers=False,
     sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(
-        data_root=data_root,
-        metainfo=metainfo,
         ann_file='annotations/instances_train.json',
         data_prefix=dict(img='images/training/'),
         filter_cfg=dict(filter_empty_gt=True, min_size=0),
@@ -85,13 +94,11 @@ val_dataloader = dict(
     num_workers=0,
     persistent_workers=False,
     dataset=dict(
-        data_root=data_root,
-        metainfo=metainfo,
         ann_file='annotations/instances_val.json',
         data_prefix=dict(img='images/validation/'),
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json', metric=['bbox', 'segm'])
+val_evaluator = dict(ann_file='${data_root}annotations/instances_val.json')
 test_evaluator = val_evaluator
 
 optim_wrapper = dict(

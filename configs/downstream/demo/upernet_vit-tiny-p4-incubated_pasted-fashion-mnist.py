@@ -6,20 +6,26 @@
 # FCN auxiliary head, AdamW + layer-wise LR decay) and shrinks it to the demo's scale: feature maps of blocks 2,
 # 4, 6 and 8 at stride 4, resampled to strides 2, 4, 8 and 16; 64 channels; 1-channel images; 200 iterations of
 # 8 images, LR 1e-3 (tools/downstream_demo.py compares incubated vs. end-to-end backbones with it).
-# The checkpoint (a plain mmpretrain ImageClassifier; only `backbone.*` is loaded, pos_embed resized from 7x7 to
-# 16x16 tokens) comes from INCUBATED_CHECKPOINT when set, e.g. the E2E baseline of the demo:
-#   INCUBATED_CHECKPOINT=work_dirs/incubate_demo_fashion_mnist/e2e/e2e.pth python tools/train.py <this file>
+#
+# Settings (placeholders filled in by mmincubation.DownstreamRunner: a child config or --cfg-options that sets
+# one reaches every field that depends on it; see ../_base_/vit-b_incubated_backbone.py): checkpoint (`make demo`'s
+# fine-tuned model in this repository, or INCUBATED_CHECKPOINT, e.g. work_dirs/incubate_demo_fashion_mnist/e2e/
+# e2e.pth), image_size (side of the square images and crops), classes (label 0 first: background), data_root
+# (images/ and annotations/ with training/ and validation/ PNGs), in_channels / color_type / mean / std as in
+# the Mask R-CNN demo (3 channels inflate the grey patch embedding).
 _base_ = '../upernet_vit-b-incubated_mln_8xb2-160k_ade20k-512x512.py'
 
-checkpoint = '{{$INCUBATED_CHECKPOINT:work_dirs/incubate_demo_fashion_mnist/finetune/finetuned.pth}}'
-data_root = 'data/pasted_fashion_mnist/'
-canvas = 64
-crop_size = (canvas, canvas)
+custom_imports = dict(imports=_base_.custom_imports.imports + ['mmincubation.models.channel_inflation'])
+
+checkpoint = '{{$INCUBATED_CHECKPOINT:{{fileDirname}}/../../../work_dirs/incubate_demo_fashion_mnist/finetune/finetuned.pth}}'  # noqa: E501
+image_size = 64
 classes = ('background', 'T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker',
            'Bag', 'Ankle boot')
-palette = [[0, 0, 0], [220, 20, 60], [119, 11, 32], [0, 0, 142], [0, 0, 230], [106, 0, 228], [0, 60, 100],
-           [0, 80, 100], [0, 0, 70], [0, 0, 192], [250, 170, 30]]
-metainfo = dict(classes=classes, palette=palette)
+data_root = 'data/pasted_fashion_mnist/'
+in_channels = 1
+color_type = 'grayscale'
+mean = [72.94]
+std = [90.02]
 channels = 64
 norm_cfg = dict(type='BN', requires_grad=True)
 # mmseg initialises the classifier (conv_seg) with std 0.01; in runs this short that left both heads predicting
@@ -30,34 +36,30 @@ max_iters = 200
 batch_size = 8
 
 model = dict(
-    data_preprocessor=dict(mean=[72.94], std=[90.02], bgr_to_rgb=False, size=crop_size),
+    data_preprocessor=dict(mean='${mean}', std='${std}', bgr_to_rgb=False),
     backbone=dict(
+        type='mmincubation.InflatingVisionTransformer',
         arch=dict(_delete_=True, embed_dims=64, num_layers=8, num_heads=2, feedforward_channels=256),
-        img_size=crop_size,
         patch_size=4,
-        in_channels=1,
+        in_channels='${in_channels}',
         drop_path_rate=0.,
-        out_indices=(1, 3, 5, 7),
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint, prefix='backbone.')),
+        out_indices=(1, 3, 5, 7)),
     neck=dict(in_channels=[64] * 4, out_channels=channels, scales=[2, 1, 0.5, 0.25]),
-    decode_head=dict(in_channels=[channels] * 4, channels=channels, num_classes=len(classes), norm_cfg=norm_cfg,
-                     init_cfg=head_init),
-    auxiliary_head=dict(in_channels=channels, channels=32, num_classes=len(classes), norm_cfg=norm_cfg,
-                        init_cfg=head_init))
+    decode_head=dict(in_channels=[channels] * 4, channels=channels, norm_cfg=norm_cfg, init_cfg=head_init),
+    auxiliary_head=dict(in_channels=channels, channels=32, norm_cfg=norm_cfg, init_cfg=head_init))
 
 train_pipeline = [
-    dict(type='LoadImageFromFile', color_type='grayscale'),
+    dict(type='LoadImageFromFile', color_type='${color_type}'),
     dict(type='LoadAnnotations'),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackSegInputs'),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile', color_type='grayscale'),
+    dict(type='LoadImageFromFile', color_type='${color_type}'),
     dict(type='LoadAnnotations'),
     dict(type='PackSegInputs'),
 ]
-dataset = dict(type='BaseSegDataset', data_root=data_root, metainfo=metainfo, reduce_zero_label=False,
-               img_suffix='.png', seg_map_suffix='.png')
+dataset = dict(type='BaseSegDataset', reduce_zero_label=False, img_suffix='.png', seg_map_suffix='.png')
 train_dataloader = dict(
     batch_size=batch_size,
     num_workers=0,

@@ -6,36 +6,47 @@ model on the meta device (no memory, even for ViT-H) and compare keys and shapes
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from mmengine.config import Config
 
 from ...checkpoint import CheckpointError, load_fitting
+from ...models.channel_inflation import PATCH_WEIGHT, InflatingVisionTransformer, inflatable
 
 #: Backbone tensors that the backbone itself resizes when loading (mmpretrain's VisionTransformer
 #: interpolates its position embedding to the configured input size).
 RESIZED_ON_LOAD = ('pos_embed', )
 
 
-def full_model_shapes(cfg: Config) -> dict:
-    """State-dict tensors of ``cfg.model``, built on the meta device in the config's default scope."""
+def build_on_meta(cfg: Config):
+    """``cfg.model`` built on the meta device (no memory) in the config's default scope."""
     import torch
     from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
 
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmpretrain')), torch.device('meta'):
-        model = MODELS.build(cfg.model)
-    return dict(model.state_dict())
+        return MODELS.build(cfg.model)
+
+
+def full_model_shapes(cfg: Config) -> dict:
+    """State-dict tensors of ``cfg.model``, built on the meta device in the config's default scope."""
+    return dict(build_on_meta(cfg).state_dict())
 
 
 def check_pretrained_backbone(cfg: Config) -> None:
     """Refuse a ``model.backbone.init_cfg`` of type ``Pretrained`` whose checkpoint does not fit the backbone.
 
+    ``cfg`` must have its settings filled in (:func:`mmincubation.engine.downstream.resolve_settings`).
+    A checkpoint of another number of image channels fits an
+    :class:`~mmincubation.models.channel_inflation.InflatingVisionTransformer` when one side has 1 channel.
+
     Raises:
-        CheckpointError: naming the file when it is missing (with the setting to change), unreadable,
+        CheckpointError: naming the file when it is missing (with the settings to change), unreadable,
             a single module / meta model / hybrid (by its mmincubation tag), or its keys under the
             init_cfg's ``prefix`` miss, add to or mis-shape the backbone's (``pos_embed`` may differ
-            in size: the ViT interpolates it).
+            in size: the ViT interpolates it), or its patch embedding takes other image channels than
+            the backbone and the backbone does not inflate them (or cannot: neither side has 1 channel).
     """
     backbone = cfg.model.get('backbone') or {}
     init_cfg = backbone.get('init_cfg')
@@ -44,10 +55,23 @@ def check_pretrained_backbone(cfg: Config) -> None:
     path = Path(init_cfg['checkpoint'])
     if not path.exists():
         raise CheckpointError(
-            f'model.backbone.init_cfg.checkpoint {path} does not exist (looked for it from {Path.cwd()}); set '
-            'INCUBATED_CHECKPOINT=path/to/checkpoint.pth (downstream configs) or --cfg-options '
-            'model.backbone.init_cfg.checkpoint=path/to/checkpoint.pth')
-    shapes = full_model_shapes(cfg)
-    reference = {key[len('backbone.'):]: value for key, value in shapes.items() if key.startswith('backbone.')}
-    load_fitting(init_cfg['checkpoint'], reference, holds='full', prefix=init_cfg.get('prefix', ''),
-                 resizable=RESIZED_ON_LOAD)
+            f'model.backbone.init_cfg.checkpoint {os.path.normpath(path)} does not exist'
+            + ('' if path.is_absolute() else f' (relative to the working directory {Path.cwd()})')
+            + '; set INCUBATED_CHECKPOINT=path/to/checkpoint.pth or --cfg-options checkpoint=path/to/checkpoint.pth '
+            '(configs/downstream), else --cfg-options model.backbone.init_cfg.checkpoint=path/to/checkpoint.pth')
+    model = build_on_meta(cfg)
+    reference = {key[len('backbone.'):]: value for key, value in model.state_dict().items()
+                 if key.startswith('backbone.')}
+    checkpoint = load_fitting(init_cfg['checkpoint'], reference, holds='full', prefix=init_cfg.get('prefix', ''),
+                              resizable=RESIZED_ON_LOAD + (PATCH_WEIGHT, ))
+    weight = checkpoint['state_dict'].get(init_cfg.get('prefix', '') + PATCH_WEIGHT)
+    if weight is None or PATCH_WEIGHT not in reference:
+        return
+    have, want = weight.shape[1], reference[PATCH_WEIGHT].shape[1]
+    if have == want or (isinstance(model.backbone, InflatingVisionTransformer) and inflatable(have, want)):
+        return
+    hint = ('only 1 <-> C channels can be inflated' if not inflatable(have, want) else
+            "set model.backbone.type='mmincubation.InflatingVisionTransformer' to inflate it (averaged "
+            f'over the channels) or in_channels={have}')
+    raise CheckpointError(f'checkpoint {path}: the patch embedding ({PATCH_WEIGHT}) takes {have} image channels, '
+                          f'the backbone {want} (model.backbone.in_channels): {hint}')

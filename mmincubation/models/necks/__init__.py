@@ -1,3 +1,3 @@
-from .simple_fpn import LayerNorm2d, SimpleFPN
+from .simple_fpn import SimpleFPN
 
-__all__ = ['LayerNorm2d', 'SimpleFPN']
+__all__ = ['SimpleFPN']

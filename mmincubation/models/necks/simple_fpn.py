@@ -6,13 +6,15 @@ deconvolutions, one deconvolution, the identity and a 2x2 max-pool; each level t
 a 3x3 convolution with a channel LayerNorm, and an optional extra level (stride 64) is a stride-2
 subsampling of the last one. mmdet keeps its version in ``projects/`` (not installed with the
 package), so this is a small self-contained one, registered as ``mmincubation.SimpleFPN`` and
-usable from mmdet and mmseg configs alike; ``mmincubation.LN2d`` is registered too, for heads
-whose ``norm_cfg`` should match (``dict(type='mmincubation.LN2d')``).
+usable from mmdet and mmseg configs alike. Its channel LayerNorm is mmpretrain's ``LN2d``
+(``mmpretrain.models.utils.LayerNorm2d``, contiguous output as mmcv's RoIAlign kernels need), which
+heads take as ``norm_cfg=dict(type='mmpretrain.LN2d')``.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import mmpretrain.models.utils  # noqa: F401  (registers mmpretrain.LN2d)
 import torch
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule, build_activation_layer, build_norm_layer
@@ -20,30 +22,6 @@ from mmengine.model import BaseModule
 from torch import nn
 
 from ...registry import MODELS
-
-
-@MODELS.register_module('LN2d')
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of an ``(N, C, H, W)`` tensor (ConvNeXt / ViTDet style).
-
-    The output is made contiguous: mmcv's RoIAlign kernels (CPU and CUDA) index their input as
-    contiguous NCHW memory without checking, and read permuted maps as scrambled features.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 2, 3, 1)
-        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-        return x.permute(0, 3, 1, 2).contiguous()
-
-
-def _norm_cfg(norm_cfg: dict | None) -> dict | None:
-    """``type='LN2d'`` means ours whatever the caller's default scope (mmdet/mmseg have none)."""
-    if norm_cfg is None:
-        return None
-    norm_cfg = dict(norm_cfg)
-    if norm_cfg.get('type') in ('LN2d', 'mmincubation.LN2d'):
-        norm_cfg['type'] = LayerNorm2d
-    return norm_cfg
 
 
 @MODELS.register_module()
@@ -65,7 +43,7 @@ class SimpleFPN(BaseModule):
             strides 4, 8, 16, 32(, 64) for the anchors and RoI extractors. ``in_stride`` must not be
             larger than ``base_stride``. Defaults to 16.
         norm_cfg (dict): Norm after every convolution and between the two deconvolutions.
-            Defaults to ``dict(type='LN2d', eps=1e-6)``.
+            Defaults to mmpretrain's channel LayerNorm, ``dict(type='mmpretrain.LN2d', eps=1e-6)``.
         act_cfg (dict): Activation between the two deconvolutions. Defaults to GELU.
         init_cfg (dict | list[dict], optional): Defaults to Caffe2-Xavier-like uniform Kaiming.
 
@@ -112,7 +90,7 @@ class SimpleFPN(BaseModule):
                              f'{in_stride} px tokens; use a backbone stride <= base_stride')
         if num_outs < len(scale_factors):
             raise ValueError(f'num_outs={num_outs} is fewer than the {len(scale_factors)} scale factors')
-        norm_cfg = _norm_cfg(norm_cfg if norm_cfg is not None else dict(type='LN2d', eps=1e-6))
+        norm_cfg = norm_cfg if norm_cfg is not None else dict(type='mmpretrain.LN2d', eps=1e-6)
         act_cfg = act_cfg if act_cfg is not None else dict(type='GELU')
         self.in_channels = in_channels
         self.out_channels = out_channels
