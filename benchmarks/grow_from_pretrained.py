@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.accuracy_at_equal_cost import Schedule, describe_machine, mean_std  # noqa: E402
 from benchmarks.where_incubation_wins import block_epochs  # noqa: E402
-from mmincubation.engine.runner.incubation_runner import method_results  # noqa: E402
+from mmincubation.engine.runner.records import method_results  # noqa: E402
 from mmincubation.make_meta import pretrained_record  # noqa: E402
 
 CONFIG = ROOT / 'configs' / 'benchmarks' / 'incubate_deep-vit-16x32-p7_fashion-mnist.py'

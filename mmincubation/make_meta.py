@@ -29,7 +29,6 @@ reports count it apart from the pipeline's new cost.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import os
@@ -55,7 +54,8 @@ from .checkpoint import (
     save_atomic,
 )
 from .convert_official import OFFICIAL_NAMING, check_official, convert_official, merge_stages, to_ours
-from .engine.runner.phase_config import build_layout, phase_config
+from .engine.runner.phase_config import build_layout, phase_recipe
+from .engine.runner.phases import Phase
 from .layout import LayoutError, check_state_dict
 
 #: mmpretrain's ``PatchEmbed`` convolution: ``(width, input channels, patch height, patch width)``.
@@ -65,9 +65,8 @@ POS_EMBED = 'backbone.pos_embed'
 #: Key prefix of the backbone; everything else (neck, head) counts as the head.
 BACKBONE = 'backbone.'
 
-#: The phase records a product's training is the sum of (their folders, relative to the pipeline's work dir).
-PAID_BY = {'meta': ('meta', ), 'assemble': ('meta', 'incubate/module_*'),
-           'finetune': ('meta', 'incubate/module_*', 'finetune'), 'e2e': ('e2e', )}
+#: The tagged products whose training cost their pipeline's phase records tell.
+COSTED_PHASES = ('meta', 'assemble', 'finetune', 'e2e')
 
 
 @dataclass(frozen=True)
@@ -132,14 +131,21 @@ def read_pretrained(path: str | os.PathLike) -> PretrainedSource:
     return PretrainedSource(path, 'mmpretrain classifier', state_dict, None, meta.get('dataset_meta'))
 
 
+def trained_for(phase: Phase, num_modules: int) -> list[Phase]:
+    """The phases whose training a product of ``phase`` embodies: its own (the assembly trains nothing)
+    and, recursively, those of the products it was made from (:meth:`Phase.inputs`), in pipeline order."""
+    inputs = [trained for made_from in phase.inputs(num_modules) for trained in trained_for(made_from, num_modules)]
+    return list(dict.fromkeys(inputs + ([] if phase.name == 'assemble' else [phase])))
+
+
 def pretraining_cost(source: PretrainedSource, cost: float | None = None) -> dict:
     """What training ``source`` cost, in block-images (images seen x blocks trained, summed over phases).
 
-    ``cost`` given by the user wins. Otherwise, for one of our products still in its pipeline work
-    dir (``meta/meta.pth``, ``assembled.pth``, ``finetune/finetuned.pth``, ``e2e/e2e.pth``), the
-    ``phase_record.json`` of every phase it embodies are summed: meta; meta and the K modules;
-    those and the fine-tune; or the E2E run. A moved or renamed file, or a missing or unfinished
-    record, leaves the cost unknown (None): the training it took is then not counted anywhere.
+    ``cost`` given by the user wins. Otherwise, for one of our products still where its pipeline wrote
+    it (``meta/meta.pth``, ``assembled.pth``, ``finetune/finetuned.pth``, ``e2e/e2e.pth`` of a work
+    dir), the ``phase_record.json`` of every phase it embodies (:func:`trained_for`: the meta model; it
+    and the K modules; those and the fine-tune; the E2E run) are summed. A moved or renamed file, or a
+    missing or unfinished record, leaves the cost unknown (None): it is then not counted anywhere.
 
     Returns:
         ``dict(cost=float | None, wall_seconds=float | None, cost_from=str)``, where ``cost_from``
@@ -148,24 +154,22 @@ def pretraining_cost(source: PretrainedSource, cost: float | None = None) -> dic
     if cost is not None:
         return dict(cost=float(cost), wall_seconds=None, cost_from='given')
     unknown = dict(cost=None, wall_seconds=None, cost_from='unknown')
-    phase = (source.record or {}).get('phase')
-    if phase not in PAID_BY:
+    name = (source.record or {}).get('phase')
+    if name not in COSTED_PHASES:
         return unknown
-    path = source.path.resolve()
-    work_dir = path.parent if phase == 'assemble' else path.parent.parent
-    if phase != 'assemble' and path.parent.name != phase:  # moved out of its run's folder
+    phase, path = Phase(name), source.path.resolve()
+    work_dir = path.parent if name == 'assemble' else path.parent.parent
+    if phase.product(work_dir) != path:
         return unknown
-    num_modules = len(source.record.get('layout') or [])
-    files = []
-    for folder in PAID_BY[phase]:
-        found = sorted(work_dir.glob(f'{folder}/phase_record.json'))
-        if len(found) != (num_modules if '*' in folder else 1):
-            return unknown
-        files += found
+    files = [trained.work_dir(work_dir) / 'phase_record.json'
+             for trained in trained_for(phase, len(source.record.get('layout') or []))]
+    if not all(file.is_file() for file in files):
+        return unknown
     records = [json.loads(file.read_text()) for file in files]
     if not all(record.get('finished') for record in records):
         return unknown
-    return dict(cost=float(sum(r['cost'] - r['cost_offset'] for r in records)),
+    # records written before each held its own cost only carried the earlier phases' in cost_offset
+    return dict(cost=float(sum(r['cost'] - r.get('cost_offset', 0.0) for r in records)),
                 wall_seconds=float(sum(r['wall_seconds'] for r in records)),
                 cost_from=', '.join(map(str, files)))
 
@@ -199,7 +203,7 @@ def check_blocks(blocks: Sequence[int], depth: int, count: int, path: Path) -> l
 
 
 def build_meta_model(cfg: Config) -> nn.Module:
-    """The config's meta model (``phase_config(cfg, 'meta')``), initialised with the config's seed.
+    """The config's meta model (``phase_recipe(cfg, 'meta')``), initialised with the config's seed.
 
     Seeded with ``randomness.seed`` (0 if unset) inside a forked random state, so the same config
     always gives the same fresh head and the caller's random state is untouched. MMEngine's report of
@@ -213,7 +217,7 @@ def build_meta_model(cfg: Config) -> nn.Module:
     scope = cfg.get('default_scope', 'mmpretrain')
     with torch.random.fork_rng(devices=[]), DefaultScope.overwrite_default_scope(scope):
         torch.manual_seed(seed)
-        model = MODELS.build(phase_config(cfg, 'meta').model)
+        model = MODELS.build(phase_recipe(cfg, 'meta').model)
         logger.setLevel(logging.WARNING)
         try:
             model.init_weights()
@@ -280,7 +284,7 @@ def make_meta(source: str | os.PathLike, cfg: Config, blocks: Sequence[int] | No
 
     Args:
         source: the pretrained checkpoint (see the module docs for the formats).
-        cfg: the whole-pipeline incubation config; its meta model (K blocks, ``phase_config(cfg, 'meta')``)
+        cfg: the whole-pipeline incubation config; its meta model (K blocks, ``phase_recipe(cfg, 'meta')``)
             is what the checkpoint must fit.
         blocks: the source's block indices that become meta blocks 0..K-1 (strictly increasing);
             default :func:`evenly_spaced`, first and last included.
@@ -289,8 +293,8 @@ def make_meta(source: str | os.PathLike, cfg: Config, blocks: Sequence[int] | No
 
     Returns:
         ``dict(meta=dict(mmincubation=record[, dataset_meta]), state_dict=...)``: the meta model's keys
-        exactly, in the meta model's dtype. ``record`` is the meta phase's tag (``phase='meta'``,
-        ``layout`` = the full model's module depths, ``holds='meta'``) plus ``pretrained``:
+        exactly, in the meta model's dtype. ``record`` is the meta phase's tag (``phase='meta'``, the
+        full model's layout as :meth:`ModuleLayout.tag` writes it, ``holds='meta'``) plus ``pretrained``:
         ``dict(checkpoint, kind, depth, blocks, head='reused' | 'new', cost, wall_seconds, cost_from)``.
 
     Raises:
@@ -299,9 +303,6 @@ def make_meta(source: str | os.PathLike, cfg: Config, blocks: Sequence[int] | No
         LayoutError: the config's backbone is not a ViT, or ``blocks`` is not K strictly increasing
             indices of the source's blocks (a source shallower than K is refused this way too).
     """
-    cfg = copy.deepcopy(cfg)
-    if cfg.get('work_dir') is None:  # phase_config names the meta phase's work dir; nothing is written there
-        cfg.work_dir = str(Path('work_dirs', Path(cfg.filename or 'incubation').stem))
     layout = build_layout(cfg)
     model = build_meta_model(cfg)
     reference = model.state_dict()
@@ -348,7 +349,7 @@ def make_meta(source: str | os.PathLike, cfg: Config, blocks: Sequence[int] | No
                               f'{tuple(pretrained.state_dict[POS_EMBED].shape)} cannot be resized to '
                               f'{tuple(reference[POS_EMBED].shape)}: {" ".join(str(error).split())[:200]}') from error
 
-    record = dict(phase='meta', layout=list(layout.depths), holds='meta',
+    record = dict(phase='meta', **layout.tag(), holds='meta',
                   pretrained=dict(checkpoint=str(pretrained.path), kind=pretrained.kind, depth=depth, blocks=blocks,
                                   head='new' if misfit else 'reused', **pretraining_cost(pretrained, cost)))
     meta = {META_KEY: record}

@@ -52,14 +52,23 @@ def source_model(depth: int = SOURCE_DEPTH, num_classes: int = 3, **backbone) ->
     return model.eval()
 
 
+def write_record(folder: Path, phase: str, cost: float, wall: float, module: int | None = None, **extra) -> None:
+    """The ``phase_record.json`` a finished phase leaves in its folder (only the fields cost accounting reads)."""
+    record = dict(phase=phase, module=module, finished=True, cost=cost, wall_seconds=wall, history=[], **extra)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / 'phase_record.json').write_text(json.dumps(record))
+
+
+def write_product(path: Path, phase: str, model: nn.Module) -> Path:
+    """``model`` saved as ``phase``'s tagged product (layout of a 6-block model in 3 modules)."""
+    return save_atomic(dict(meta={META_KEY: dict(phase=phase, layout=[2, 2, 2], holds='full')},
+                            state_dict=model.state_dict()), path)
+
+
 def write_e2e_product(work_dir: Path, model: nn.Module, cost: float = 3e5, wall: float = 12.5) -> Path:
     """``model`` saved as an E2E run's product, with the phase record the run writes next to it."""
-    path = save_atomic(dict(meta={META_KEY: dict(phase='e2e', layout=[2, 2, 2], holds='full')},
-                            state_dict=model.state_dict()), work_dir / 'e2e' / 'e2e.pth')
-    record = dict(phase='e2e', finished=True, num_blocks=SOURCE_DEPTH, iters=10, images=int(cost / SOURCE_DEPTH),
-                  cost_offset=0.0, cost=cost, wall_seconds=wall, history=[], test_metrics={})
-    (work_dir / 'e2e' / 'phase_record.json').write_text(json.dumps(record))
-    return path
+    write_record(work_dir / 'e2e', 'e2e', cost, wall)
+    return write_product(work_dir / 'e2e' / 'e2e.pth', 'e2e', model)
 
 
 def selected_blocks(model: nn.Module, blocks: list[int]) -> nn.Module:
@@ -94,13 +103,29 @@ def test_meta_checkpoint_holds_exactly_the_chosen_blocks_and_the_source_cost(tmp
             origin = key
         assert torch.equal(value, wanted[origin]), (key, origin)
     record = checkpoint['meta'][META_KEY]
-    assert record == dict(phase='meta', layout=list(DEPTHS), holds='meta', pretrained=dict(
-        checkpoint=str(path), kind='mmincubation e2e product', depth=SOURCE_DEPTH, blocks=BLOCKS, head='reused',
-        cost=3e5, wall_seconds=12.5, cost_from=str((path.parent / 'phase_record.json').resolve())))
+    pretrained = dict(checkpoint=str(path), kind='mmincubation e2e product', depth=SOURCE_DEPTH, blocks=BLOCKS,
+                      head='reused', cost=3e5, wall_seconds=12.5,
+                      cost_from=str((path.parent / 'phase_record.json').resolve()))
+    assert record == dict(phase='meta', layout=list(DEPTHS), backbone='vit', stages=[sum(DEPTHS)], holds='meta',
+                          pretrained=pretrained)
     # a user-given cost wins; a product moved out of its work dir has no known cost
     assert make_meta(path, cfg, cost=1e9)['meta'][META_KEY]['pretrained']['cost'] == 1e9
     moved = save_atomic(load_weights(path), tmp_path / 'elsewhere.pth')
     assert make_meta(moved, cfg)['meta'][META_KEY]['pretrained']['cost_from'] == 'unknown'
+
+
+def test_a_fine_tuned_source_costs_its_meta_model_modules_and_fine_tune(tmp_path):
+    work_dir = tmp_path / 'small'
+    path = write_product(work_dir / 'finetune' / 'finetuned.pth', 'finetune', source_model())
+    write_record(work_dir / 'meta', 'meta', 1e4, 1.0)
+    for k in range(3):
+        write_record(work_dir / 'incubate' / f'module_{k}', 'incubate', 2e4, 2.0, module=k)
+    # a record written before records held their own cost only: the earlier phases' cost in cost_offset
+    write_record(work_dir / 'finetune', 'finetune', 7e4 + 4e4, 3.0, cost_offset=7e4)
+    pretrained = make_meta(path, pipeline_cfg(tmp_path / 'big'))['meta'][META_KEY]['pretrained']
+    assert (pretrained['cost'], pretrained['wall_seconds']) == (1e4 + 3 * 2e4 + 4e4, 1.0 + 3 * 2.0 + 3.0)
+    (work_dir / 'incubate' / 'module_1' / 'phase_record.json').unlink()  # one module's cost unknown: all unknown
+    assert make_meta(path, pipeline_cfg(tmp_path / 'big'))['meta'][META_KEY]['pretrained']['cost'] is None
 
 
 @pytest.mark.parametrize('module_init', ['meta', 'scratch'])

@@ -18,8 +18,8 @@ from mmengine.config import DictAction
 
 import mmincubation  # noqa: F401  (compatibility fixes and registries)
 from mmincubation.checkpoint import check_config_file, check_output
+from mmincubation.engine.runner import Phase
 from mmincubation.engine.runner.cli import exit_on_bad_input, load_config
-from mmincubation.engine.runner.phase_config import phase_work_dir, product_name
 from mmincubation.make_meta import write_meta
 
 
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.out:  # refused before anything is read: an --out that is a folder, the source or the config
         check_output(args.out, [args.pretrained, args.config])
     cfg = load_config(args, keep_work_dir=True)
-    out = args.out or phase_work_dir(cfg.work_dir, 'meta') / product_name('meta')
+    out = args.out or Phase('meta').product(cfg.work_dir)
     record = write_meta(args.pretrained, cfg, out, blocks=args.blocks, cost=args.cost)
     source = record['pretrained']
     cost = 'unknown' if source['cost'] is None else f'{source["cost"] / 1e6:.3g} M block-images ({source["cost_from"]})'
