@@ -205,7 +205,8 @@ def test_config_validates_full_and_meta_models(tmp_path):
 
     src = save(official_checkpoint(timm_vit(4, arch=DEMO_ARCH), (1, 1, 1, 1)), tmp_path / 'meta_official.pth')
     cli([str(src), str(tmp_path / 'meta.pth'), '--meta', '--config', str(DEMO)])  # depths from the config
-    assert record_of(tmp_path / 'meta.pth') == dict(phase='meta', layout=[2, 2, 2, 2], backbone='vit', stages=[8], source=str(src))
+    assert record_of(tmp_path / 'meta.pth') == dict(phase='meta', layout=[2, 2, 2, 2], backbone='vit', stages=[8],
+                                                    source=str(src))
 
 
 def test_config_mismatch_fails_and_writes_nothing(tmp_path, capsys):

@@ -53,7 +53,11 @@ def main(argv: list[str] | None = None) -> None:
         cfg = Config.fromfile(args.config)
         if args.cfg_options:
             cfg.merge_from_dict(args.cfg_options)
-        depths = list(build_layout(cfg).depths)
+        layout = build_layout(cfg)
+        if layout.naming.name != 'vit':
+            raise LayoutError(f'{args.config} has a {cfg.model.backbone.type} backbone; the official Deep '
+                              'Incubation code has no Swin or other backbone than the ViT: nothing to convert')
+        depths = list(layout.depths)
         if module_depths is not None and list(module_depths) != depths:
             raise LayoutError(f'--module-depths {module_depths} disagree with {args.config}\'s {depths}')
         if args.meta and args.full_depth is None:

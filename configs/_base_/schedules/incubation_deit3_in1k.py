@@ -1,0 +1,29 @@
+# The phases of Deep Incubation with the DeiT-III recipe (configs/e2e_*_deit3.py is the E2E phase): the
+# official ViT phase structure (schedules/incubation_in1k.py: meta model with drop path 0, modules with
+# 0.1, fine-tuning without warm-up) with the recipe's optimizer and data; the supplement gives no phase
+# lengths for it, so the meta model trains as long as the E2E model (400 epochs), each module and the
+# fine-tuning 100 epochs each. Batch per GPU x GPUs x accumulation stays 2048 per step in every phase.
+deit3_meta_epochs = 400
+deit3_incubate_epochs = 100
+deit3_finetune_epochs = 100
+
+incubation = dict(
+    num_modules=4,
+    meta=dict(
+        model=dict(backbone=dict(drop_path_rate=0.)),
+        train_cfg=dict(max_epochs=deit3_meta_epochs),
+        param_scheduler=[
+            dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=5, convert_to_iter_based=True),
+            dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=5, end=deit3_meta_epochs)]),
+    incubate=dict(
+        model=dict(backbone=dict(drop_path_rate=0.1)),
+        train_cfg=dict(max_epochs=deit3_incubate_epochs),
+        param_scheduler=[
+            dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=5, convert_to_iter_based=True),
+            dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=5, end=deit3_incubate_epochs)]),
+    finetune=dict(
+        train_cfg=dict(max_epochs=deit3_finetune_epochs),
+        param_scheduler=[dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=0,
+                              end=deit3_finetune_epochs)]),
+    e2e=dict(),
+)
