@@ -242,7 +242,8 @@ def checkpoint_holds(record: Mapping) -> str | None:
 
 
 def load_fitting(path: str | os.PathLike, reference: Mapping[str, object], holds: str,
-                 num_modules: int | None = None, prefix: str = '', resizable: tuple[str, ...] = ()) -> dict:
+                 num_modules: int | None = None, prefix: str = '', resizable: tuple[str, ...] = (),
+                 optional: tuple[str, ...] = ()) -> dict:
     """Load ``path`` and check that it holds ``holds`` of the model whose state dict is ``reference``.
 
     Args:
@@ -256,6 +257,8 @@ def load_fitting(path: str | os.PathLike, reference: Mapping[str, object], holds
             ``init_cfg=dict(type='Pretrained', prefix='backbone.')`` loads it).
         resizable: keys (after removing ``prefix``) whose shape may differ because the model
             resizes them on loading (mmpretrain's ViT interpolates ``pos_embed`` to its input size).
+        optional: prefixes of ``reference`` keys the file may lack because the model adds them to
+            what it loads (a downstream Swin's output norms of the earlier stages).
 
     Returns:
         The loaded checkpoint, as :func:`load_weights` returns it.
@@ -283,6 +286,8 @@ def load_fitting(path: str | os.PathLike, reference: Mapping[str, object], holds
     state_dict = {key[len(prefix):]: value for key, value in checkpoint['state_dict'].items()
                   if key.startswith(prefix)}
     state_dict.update({key: reference[key] for key in resizable if key in state_dict and key in reference})
+    state_dict.update({key: value for key, value in reference.items()
+                       if key.startswith(optional) and key not in state_dict})
     try:
         check_state_dict(state_dict, reference, source=f'checkpoint {path}' + (f' (keys {prefix}*)' if prefix else ''))
     except LayoutError as error:

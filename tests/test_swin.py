@@ -16,10 +16,11 @@ from mmengine.config import Config
 from mmpretrain.registry import MODELS
 
 from mmincubation.backbones import backbone_adapter
-from mmincubation.checkpoint import META_KEY, save_atomic
+from mmincubation.checkpoint import META_KEY, CheckpointError, save_atomic
 from mmincubation.datasets.fashion_mnist import DEBIAN_ROOT
+from mmincubation.engine.downstream import resolve_settings
 from mmincubation.engine.runner import IncubationRunner, build_layout, phase_recipe
-from mmincubation.engine.runner.fit_checks import build_on_meta, full_model_shapes
+from mmincubation.engine.runner.fit_checks import build_on_meta, check_pretrained_backbone, full_model_shapes
 from mmincubation.engine.runner.records import load_records
 from mmincubation.layout import SWIN_NAMING, VIT_NAMING, LayoutError, ModuleLayout, convert_state_dict
 
@@ -335,3 +336,32 @@ def test_unsupported_backbones_are_named() -> None:
     with pytest.raises(LayoutError, match=r"model.backbone.type='ResNet': Deep Incubation supports the backbones "
                                           r"\['SwinTransformer', 'VisionTransformer'\]"):
         backbone_adapter(dict(type='ResNet', depth=50))
+
+
+# --- Downstream ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('config', ['mask-rcnn_swin-b-incubated_fpn_1x_coco.py',
+                                    'upernet_swin-b-incubated_8xb2-160k_ade20k-512x512.py'])
+def test_downstream_swin_b_configs_take_every_tensor_of_the_incubated_swin_b(config: str, tmp_path) -> None:
+    """At full size on the meta device: every backbone tensor of the fine-tuned Swin-B fits mmdet's / mmseg's
+    Swin-B; only the output norms of stages 0-2, which a classifier lacks, are the detector's own."""
+    pipeline = Config.fromfile(str(ROOT / 'configs' / 'incubate_swin_b.py'))
+    classifier = build_on_meta(phase_recipe(pipeline, 'finetune')).state_dict()
+    tag = dict(phase='finetune', holds='full', **build_layout(pipeline).tag())
+    torch.save(dict(meta={META_KEY: tag}, state_dict=classifier), tmp_path / 'swin-b.pth')  # meta tensors: no data
+    cfg = Config.fromfile(str(ROOT / 'configs' / 'downstream' / config))
+    cfg.checkpoint = str(tmp_path / 'swin-b.pth')
+    cfg = resolve_settings(cfg)
+    check_pretrained_backbone(cfg)
+    backbone = build_on_meta(cfg).backbone.state_dict()
+    ours = {key[len('backbone.'):]: value for key, value in classifier.items() if key.startswith('backbone.')}
+    assert set(ours) <= set(backbone)
+    assert sorted(set(backbone) - set(ours)) == [f'norm{i}.{p}' for i in range(3) for p in ('bias', 'weight')]
+    assert all(backbone[key].shape == value.shape for key, value in ours.items())
+    # a ViT-B checkpoint is refused before anything is built
+    vit = Config.fromfile(str(ROOT / 'configs' / 'incubate_vit_b.py'))
+    torch.save(dict(state_dict=build_on_meta(phase_recipe(vit, 'finetune')).state_dict()), tmp_path / 'vit-b.pth')
+    cfg.model.backbone.init_cfg.checkpoint = str(tmp_path / 'vit-b.pth')
+    with pytest.raises(CheckpointError, match=r'vit-b\.pth \(keys backbone\.\*\) does not fit the model: missing keys'):
+        check_pretrained_backbone(cfg)

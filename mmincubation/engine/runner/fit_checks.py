@@ -17,15 +17,27 @@ from ...models.channel_inflation import PATCH_WEIGHT, InflatingVisionTransformer
 #: Backbone tensors that the backbone itself resizes when loading (mmpretrain's VisionTransformer
 #: interpolates its position embedding to the configured input size).
 RESIZED_ON_LOAD = ('pos_embed', )
+#: Backbone tensors that a downstream backbone has and a classifier's does not: mmdet's and mmseg's Swin
+#: normalise the output of every stage (``norm0``-``norm3``), the classifier only the last one's.
+ADDED_ON_LOAD = ('norm0.', 'norm1.', 'norm2.')
 
 
 def build_on_meta(cfg: Config):
-    """``cfg.model`` built on the meta device (no memory) in the config's default scope."""
+    """``cfg.model`` built on the meta device (no memory) in the config's default scope.
+
+    mmpretrain's ``SwinTransformer`` reads its stochastic-depth rates with ``torch.linspace(...)[i].item()``,
+    which a meta tensor cannot give: ``linspace`` alone computes on the CPU while the model is built.
+    """
+    import functools
+    from unittest import mock
+
     import torch
     from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
 
-    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmpretrain')), torch.device('meta'):
+    cpu_linspace = functools.partial(torch.linspace, device='cpu')
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmpretrain')), torch.device('meta'), \
+            mock.patch.object(torch, 'linspace', cpu_linspace):
         return MODELS.build(cfg.model)
 
 
@@ -63,7 +75,7 @@ def check_pretrained_backbone(cfg: Config) -> None:
     reference = {key[len('backbone.'):]: value for key, value in model.state_dict().items()
                  if key.startswith('backbone.')}
     checkpoint = load_fitting(init_cfg['checkpoint'], reference, holds='full', prefix=init_cfg.get('prefix', ''),
-                              resizable=RESIZED_ON_LOAD + (PATCH_WEIGHT, ))
+                              resizable=RESIZED_ON_LOAD + (PATCH_WEIGHT, ), optional=ADDED_ON_LOAD)
     weight = checkpoint['state_dict'].get(init_cfg.get('prefix', '') + PATCH_WEIGHT)
     if weight is None or PATCH_WEIGHT not in reference:
         return
