@@ -14,9 +14,11 @@ from mmpretrain.registry import MODELS
 from torch import nn
 
 from mmincubation.checkpoint import META_KEY, load_fitting, load_weights, save_atomic
+from mmincubation.layout import LayoutError
 from mmincubation.make_meta import build_meta_model, evenly_spaced, make_meta, pretrained_record, write_meta
 from tools.make_meta import main as cli
 
+ROOT = Path(__file__).resolve().parents[1]
 DEPTHS = (3, 3, 3)  # the config's full model: 9 blocks, K = 3; its meta model has 3 blocks
 SOURCE_DEPTH = 6
 BLOCKS = [0, 3, 5]  # evenly spaced over 6 blocks, first and last included
@@ -266,6 +268,14 @@ def test_a_source_that_does_not_fit_is_refused_in_one_line_and_nothing_is_writte
     assert text.startswith('error: ') and '\n' not in text and message in text and str(source) in text, text
     assert out.read_bytes() == b'earlier meta model'
     assert sorted(p.name for p in out.parent.iterdir()) == ['meta.pth']  # no temporary file left
+
+
+def test_a_config_whose_backbone_is_not_a_vit_is_refused(tmp_path, load):
+    cfg = load(ROOT / 'configs' / 'incubate_demo_fashion_mnist_swin.py')
+    source = write_e2e_product(tmp_path / 'small', source_model())
+    with pytest.raises(LayoutError, match='needs a ViT backbone .*; the config\'s model.backbone is SwinTransformer'):
+        write_meta(source, cfg, tmp_path / 'meta.pth')
+    assert not (tmp_path / 'meta.pth').exists()
 
 
 def test_command_line_writes_where_the_pipeline_looks_and_refuses_its_input_as_output(tmp_path, capsys):
