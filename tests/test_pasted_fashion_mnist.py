@@ -321,7 +321,7 @@ def test_demo_configs_fit_the_data_and_the_demo_backbone(monkeypatch):
 
 
 def test_set_max_iters_moves_the_schedule():
-    cfg = Config.fromfile(str(CONFIGS['det']))
+    cfg = resolve_settings(Config.fromfile(str(CONFIGS['det'])))
     warmup = cfg.param_scheduler[0].end
     assert [(p.begin, p.end) for p in cfg.param_scheduler] == [(0, warmup), (warmup, cfg.max_iters)]
     doubled = set_max_iters(copy.deepcopy(cfg), 2 * cfg.max_iters)

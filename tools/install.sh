@@ -80,6 +80,9 @@ step "mmengine, mmpretrain, mmdet, mmsegmentation, test tools and mmincubation (
 pip_install -r "$REQ/mminstall.txt" -r "$REQ/runtime.txt" -r "$REQ/tests.txt"
 pip_install --no-build-isolation --no-deps -e "$ROOT"
 
+step "tree-crown photos for the own-data example (deepforest's data/, without its dependencies)"
+pip_install --no-deps -r "$REQ/data.txt"
+
 step "Fashion-MNIST (Debian's dataset-fashion-mnist) for the demo and the tests"
 if [ -d /usr/share/datasets/fashion-mnist ]; then
     echo "found /usr/share/datasets/fashion-mnist"

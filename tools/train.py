@@ -7,18 +7,24 @@ mmpretrain / mmdet / mmseg config.
 """
 from __future__ import annotations
 
-import argparse
 import os
 
-from mmengine.config import Config, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+# libgomp's default (active) waiting makes OpenMP threads spin for each other; on CPUs shared with other
+# processes that costs more than it saves (measured in the README's "CPU threads"). libgomp reads the variable
+# when torch is imported, so it is set first; an explicit OMP_WAIT_POLICY is kept.
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
-import mmincubation  # noqa: F401  (compatibility fixes and registries)
-from mmincubation.engine.runner import PHASES
-from mmincubation.engine.runner.cli import exit_on_bad_input, merge_config_args
-from mmincubation.engine.runner.fit_checks import check_pretrained_backbone
-from mmincubation.launcher import setup_launcher
+import argparse  # noqa: E402
+
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.registry import RUNNERS  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+import mmincubation  # noqa: E402,F401  (compatibility fixes and registries)
+from mmincubation.engine.runner import PHASES  # noqa: E402
+from mmincubation.engine.runner.cli import exit_on_bad_input, merge_config_args  # noqa: E402
+from mmincubation.engine.runner.fit_checks import check_pretrained_backbone  # noqa: E402
+from mmincubation.launcher import setup_launcher  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -35,6 +35,7 @@ color_type = 'grayscale'
 mean = [72.94]
 std = [90.02]
 channels = 64
+warmup_iters = 10
 max_iters = 150
 batch_size = 8
 
@@ -70,6 +71,7 @@ backend_args = None
 train_pipeline = [
     dict(type='LoadImageFromFile', color_type='${color_type}', backend_args=backend_args),
     dict(type='LoadAnnotations', with_bbox=True, with_mask='${with_mask}'),
+    dict(type='Resize', scale=('${image_size}', '${image_size}'), keep_ratio=True),  # a no-op on the canvases
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackDetInputs'),
 ]
@@ -107,13 +109,13 @@ optim_wrapper = dict(
     paramwise_cfg=dict(layer_decay_rate=0.8, num_layers=8),
     clip_grad=dict(max_norm=5.0))
 
-train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
+train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters='${max_iters}', val_interval='${max_iters}')
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=10),
-    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=10, end=max_iters),
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end='${warmup_iters}'),
+    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin='${warmup_iters}', end='${max_iters}'),
 ]
 default_hooks = dict(
     logger=dict(interval=20),
-    checkpoint=dict(by_epoch=False, interval=max_iters, max_keep_ckpts=1))
+    checkpoint=dict(by_epoch=False, interval='${max_iters}', max_keep_ckpts=1))
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)

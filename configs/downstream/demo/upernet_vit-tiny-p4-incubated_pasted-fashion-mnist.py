@@ -32,6 +32,7 @@ norm_cfg = dict(type='BN', requires_grad=True)
 # background everywhere (mIoU 7-10 after 150-400 iterations, even on a frozen backbone); std 0.1 (about
 # PyTorch's default for a 64 -> 11 1x1 conv) escapes that within a few dozen iterations.
 head_init = dict(type='Normal', std=0.1, override=dict(name='conv_seg'))
+warmup_iters = 10
 max_iters = 200
 batch_size = 8
 
@@ -84,12 +85,12 @@ optim_wrapper = dict(
     optimizer=dict(lr=1e-3, weight_decay=0.05),
     paramwise_cfg=dict(layer_decay_rate=0.8, num_layers=8))
 
-train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
+train_cfg = dict(max_iters='${max_iters}', val_interval='${max_iters}')
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=10),
-    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=10, end=max_iters, by_epoch=False),
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end='${warmup_iters}'),
+    dict(type='PolyLR', eta_min=0.0, power=1.0, begin='${warmup_iters}', end='${max_iters}', by_epoch=False),
 ]
 default_hooks = dict(
     logger=dict(interval=20),
-    checkpoint=dict(by_epoch=False, interval=max_iters, max_keep_ckpts=1))
+    checkpoint=dict(by_epoch=False, interval='${max_iters}', max_keep_ckpts=1))
 randomness = dict(seed=0)

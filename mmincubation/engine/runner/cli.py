@@ -36,8 +36,11 @@ def merge_config_args(cfg: Config, args: argparse.Namespace, *subdirs: str, keep
 
 
 def load_config(args: argparse.Namespace, *subdirs: str, keep_work_dir: bool = False) -> Config:
-    """``args.config`` read and :func:`merge_config_args` applied."""
-    return merge_config_args(Config.fromfile(args.config), args, *subdirs, keep_work_dir=keep_work_dir)
+    """``args.config`` read, :func:`merge_config_args` applied and the settings of a downstream config filled in
+    (:func:`~mmincubation.engine.downstream.resolve_settings`; a no-op for other configs)."""
+    from ..downstream import resolve_settings
+    return resolve_settings(merge_config_args(Config.fromfile(args.config), args, *subdirs,
+                                              keep_work_dir=keep_work_dir))
 
 
 def exit_on_bad_input(main: Callable[P, R]) -> Callable[P, R]:
