@@ -16,11 +16,12 @@ In an incubation pipeline config, put the wrapper in ``incubation.incubate.train
 """
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
 import numpy as np
 from mmengine.dataset import force_full_init
+from mmpretrain.datasets import BaseDataset, KFoldDataset
+from mmpretrain.registry import DATASETS as MMPRETRAIN_DATASETS
 
 from ..registry import DATASETS
 
@@ -49,36 +50,29 @@ def class_balanced_splits(labels: Sequence[int] | np.ndarray, num_splits: int, s
     return [np.flatnonzero(assigned == split) for split in range(num_splits)]
 
 
-def _build_dataset(dataset):
-    if isinstance(dataset, dict):
-        # mmpretrain's registry finds its own types by plain name and ours as 'mmincubation.X'.
-        from mmpretrain.registry import DATASETS as MMPRETRAIN_DATASETS
-        return MMPRETRAIN_DATASETS.build(dataset)
-    if hasattr(dataset, '__getitem__') and hasattr(dataset, '__len__'):
-        return dataset
-    raise TypeError(f'dataset must be a config dict or a dataset object, got {type(dataset).__name__}')
-
-
 @DATASETS.register_module()
-class ClassBalancedSplitDataset:
+class ClassBalancedSplitDataset(KFoldDataset):
     """Split ``split`` of ``num_splits`` disjoint, class-balanced parts of ``dataset``.
 
-    The parts depend only on the labels and ``seed`` (see :func:`class_balanced_splits`), so K
-    machines building the same config with different ``split`` get complementary subsets without
-    communicating. Labels come from the wrapped dataset's ``get_gt_labels()`` (mmpretrain datasets)
-    or else ``get_cat_ids(i)``, which must give one category per sample.
+    mmpretrain's ``KFoldDataset`` with its test fold as the part, chosen class-balanced
+    (:func:`class_balanced_splits`) instead of as a contiguous range of shuffled indices; the subset
+    itself is MMEngine's ``BaseDataset.get_subset``, and everything else (``__getitem__``, labels,
+    metainfo) is ``KFoldDataset``'s. The parts depend only on the labels and ``seed``, so K machines
+    building the same config with different ``split`` get complementary subsets without communicating.
 
     Args:
-        dataset: the dataset to split, as a config dict or an object (an mmpretrain/MMEngine dataset
-            or another wrapper).
+        dataset: the dataset to split, as a config dict (``lazy_init`` inside it defers loading, as for
+            ``KFoldDataset``) or an mmpretrain ``BaseDataset`` object.
         num_splits: number of parts K.
         split: which part, ``0 <= split < num_splits``.
         seed: seed of the per-class shuffles; the same seed gives the same partition everywhere.
-        lazy_init: defer loading annotations until first use (as MMEngine's wrappers do).
+
+    Raises:
+        ValueError: ``num_splits`` / ``split`` missing or out of range.
+        TypeError: ``dataset`` is neither a config dict nor a ``BaseDataset``.
     """
 
-    def __init__(self, dataset, num_splits: int | None = None, split: int | None = None, seed: int = 0,
-                 lazy_init: bool = False) -> None:
+    def __init__(self, dataset, num_splits: int | None = None, split: int | None = None, seed: int = 0) -> None:
         if num_splits is None or split is None:
             raise ValueError(
                 f'ClassBalancedSplitDataset needs num_splits and split, got num_splits={num_splits}, split={split}; '
@@ -87,78 +81,39 @@ class ClassBalancedSplitDataset:
             raise ValueError(f'num_splits must be a positive integer, got {num_splits!r}')
         if int(split) != split or not 0 <= split < num_splits:
             raise ValueError(f'split must be an integer in [0, {num_splits}), got {split!r}')
-        self.dataset = _build_dataset(dataset)
-        self.num_splits = int(num_splits)
-        self.split = int(split)
-        self.seed = seed
-        self._metainfo = copy.deepcopy(getattr(self.dataset, 'metainfo', {}))
-        self._indices: np.ndarray | None = None
-        self._labels: np.ndarray | None = None
+        if isinstance(dataset, dict):
+            lazy_init = dataset.get('lazy_init', False)
+            dataset = MMPRETRAIN_DATASETS.build(dataset)  # its own types by plain name, ours as 'mmincubation.X'
+        elif isinstance(dataset, BaseDataset):
+            lazy_init = False
+        else:
+            raise TypeError(f'dataset must be a config dict or an mmpretrain BaseDataset, got {type(dataset).__name__}')
+        # KFoldDataset.__init__ itself is not called: in mmpretrain 1.2.0 it fails on dataset objects
+        # (`lazy_init` unbound); these are the attributes it sets.
+        self.dataset, self._metainfo = dataset, getattr(dataset, 'metainfo', {})
+        self.fold, self.num_splits, self.test_mode, self.seed = int(split), int(num_splits), True, seed
         self._fully_initialized = False
         if not lazy_init:
             self.full_init()
 
-    @property
-    def metainfo(self) -> dict:
-        """The wrapped dataset's meta information (a copy)."""
-        return copy.deepcopy(self._metainfo)
-
     def full_init(self) -> None:
         if self._fully_initialized:
             return
-        if hasattr(self.dataset, 'full_init'):
-            self.dataset.full_init()
-        labels = self._all_labels()
-        self._indices = class_balanced_splits(labels, self.num_splits, self.seed)[self.split]
-        self._labels = labels[self._indices]
+        self.dataset.full_init()
+        self._ori_indices = class_balanced_splits(self.dataset.get_gt_labels(), self.num_splits, self.seed)[
+            self.fold].tolist()
+        self.dataset = self.dataset.get_subset(self._ori_indices)
         self._fully_initialized = True
 
-    def _all_labels(self) -> np.ndarray:
-        if hasattr(self.dataset, 'get_gt_labels'):
-            return np.asarray(self.dataset.get_gt_labels())
-        labels = []
-        for idx in range(len(self.dataset)):
-            cat_ids = list(self.dataset.get_cat_ids(idx))
-            if len(cat_ids) != 1:
-                raise ValueError(f'sample {idx} has categories {cat_ids}: a class-balanced split needs exactly one '
-                                 'category per sample')
-            labels.append(cat_ids[0])
-        return np.asarray(labels, dtype=np.int64)
+    @property
+    def split(self) -> int:
+        return self.fold
 
     @property
     @force_full_init
     def indices(self) -> list[int]:
         """Indices into the wrapped dataset of this split's samples, in increasing order."""
-        return self._indices.tolist()
-
-    @force_full_init
-    def _ori_index(self, idx: int) -> int:
-        return int(self._indices[idx])
-
-    @force_full_init
-    def __len__(self) -> int:
-        return len(self._indices)
-
-    def __getitem__(self, idx: int):
-        return self.dataset[self._ori_index(idx)]
-
-    def get_data_info(self, idx: int) -> dict:
-        return self.dataset.get_data_info(self._ori_index(idx))
-
-    def get_cat_ids(self, idx: int) -> list[int]:
-        return self.dataset.get_cat_ids(self._ori_index(idx))
-
-    @force_full_init
-    def get_gt_labels(self) -> np.ndarray:
-        return self._labels.copy()
-
-    @property
-    def CLASSES(self):  # noqa: N802  (mmpretrain's name)
-        return self._metainfo.get('classes')
-
-    @property
-    def class_to_idx(self) -> dict:
-        return {name: index for index, name in enumerate(self.CLASSES or ())}
+        return list(self._ori_indices)
 
     def __repr__(self) -> str:
         size = len(self) if self._fully_initialized else 'not initialized'
