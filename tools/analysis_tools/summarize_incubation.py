@@ -75,8 +75,12 @@ def compare(work_dir: Path) -> list[str]:
     lines = []
     for method, result in method_results(work_dir).items():
         top1 = result['top1']
-        lines.append(f'{names[method]:<16} test top-1 {top1 if top1 is None else round(top1, 2)}  '
-                     f'cost {result["cost"] / 1e6:.1f} M block-images  wall {result["wall_seconds"]:.0f} s')
+        pretraining = result['pretraining_cost']
+        paid_before = '' if pretraining == 0 else (
+            '  + pretraining unknown (pass incubation.meta_from.cost)' if pretraining is None else
+            f'  + pretraining {pretraining / 1e6:.1f} = total {result["total_cost"] / 1e6:.1f} M block-images')
+        lines.append(f'{names[method]:<16} test top-1 {top1 if top1 is None else round(top1, 2)}  cost '
+                     f'{result["cost"] / 1e6:.1f} M block-images{paid_before}  wall {result["wall_seconds"]:.0f} s')
     return lines
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from mmengine.dist import get_world_size, master_only
 from mmengine.hooks import Hook
 
-from ...checkpoint import write_atomic
 from ...registry import HOOKS
+from ..runner.records import write_record
 
 
 @HOOKS.register_module()
@@ -19,7 +19,9 @@ class PhaseRecordHook(Hook):
     Training cost is counted in block-images: images seen times ``num_blocks`` of the trained
     network, the same unit for every phase, so incubation (meta + modules + fine-tune) and
     end-to-end training can be put on one axis. Each record holds its own phase's cost only; the
-    summary adds up the phases a method paid for. ``module`` is the incubated module's index.
+    summary adds up the phases a method paid for. ``module`` is the incubated module's index;
+    ``pretrained`` what a meta model made of a pretrained network was made of and what that network
+    cost to train (paid before, reported apart: see ``incubation.meta_from``).
 
     A resumed phase (one that starts past iteration 0) continues the record it finds in its work
     dir: the evaluations up to the resumed iteration and the wall time already spent.
@@ -27,10 +29,11 @@ class PhaseRecordHook(Hook):
 
     priority = 'LOW'
 
-    def __init__(self, phase: str, num_blocks: int, module: int | None = None) -> None:
+    def __init__(self, phase: str, num_blocks: int, module: int | None = None, pretrained: dict | None = None) -> None:
         self.phase = phase
         self.module = module
         self.num_blocks = num_blocks
+        self.pretrained = pretrained
         self.history: list[dict] = []
         self.test_metrics: dict[str, float] = {}
         self.started = 0.0
@@ -69,6 +72,5 @@ class PhaseRecordHook(Hook):
             images=self._images_seen(runner), cost=self._images_seen(runner) * self.num_blocks,
             wall_seconds=self.wall_seconds if finished else time.perf_counter() - self.started,
             seconds_per_iter=float(iter_time.mean()) if iter_time else None,
-            history=self.history, test_metrics=self.test_metrics)
-        write_atomic(Path(runner.work_dir) / 'phase_record.json',
-                     lambda f: f.write(json.dumps(record, indent=1).encode()))
+            history=self.history, test_metrics=self.test_metrics, pretrained=self.pretrained)
+        write_record(runner.work_dir, record)

@@ -19,16 +19,20 @@ from ...registry import RUNNERS
 from .fit_checks import full_model_shapes
 from .phase_config import build_layout, phase_layout, phase_recipe
 from .phases import PHASES, TESTED, Phase
-from .records import format_summary
+from .records import format_summary, write_record
 
 DEFAULT_PHASES = ('meta', 'incubate', 'assemble', 'finetune')
+#: Where a meta phase with a head warm-up keeps the meta model made of the pretrained network.
+PRETRAINED_META = 'pretrained_meta.pth'
 
 
-def phase_hooks(layout: ModuleLayout, phase: str, module: int | None = None) -> list[dict]:
-    """The hooks every phase run gets: its record (cost in the blocks of the network it trains), the
-    export of its tagged product and the random state kept in its checkpoints."""
+def phase_hooks(layout: ModuleLayout, phase: str, module: int | None = None,
+                pretrained: dict | None = None) -> list[dict]:
+    """The hooks every phase run gets: its record (cost in the blocks of the network it trains; what a meta
+    model made of a pretrained network came from), the export of its tagged product and the random state
+    kept in its checkpoints."""
     return [dict(type='mmincubation.PhaseRecordHook', phase=phase, module=module,
-                 num_blocks=phase_layout(layout, phase, module).total_depth),
+                 num_blocks=phase_layout(layout, phase, module).total_depth, pretrained=pretrained),
             dict(type='mmincubation.ExportWeightsHook', filename=Phase(phase, module).product_name, phase=phase,
                  layout=layout.tag()),
             dict(type='mmincubation.RandomStateHook')]
@@ -120,18 +124,53 @@ class IncubationRunner:
         cfg.resume = (work_dir / 'last_checkpoint').is_file()
         if phase == 'incubate':
             cfg.model.meta_checkpoint = self._require('meta')
-        load_from = self._require('assemble') if phase == 'finetune' else cfg.get('load_from')
+        pretrained = None
+        if phase == 'meta' and self.meta_from:  # a head warm-up of the meta model made of a pretrained network
+            load_from, pretrained = self.make_meta(work_dir / PRETRAINED_META)
+        else:
+            load_from = self._require('assemble') if phase == 'finetune' else cfg.get('load_from')
         cfg.load_from = None if cfg.resume else load_from
         if cfg.load_from:
             load_fitting(cfg.load_from, full_model_shapes(cfg), holds='meta' if phase == 'meta' else 'full',
                          num_modules=self.layout.num_modules)
-        cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + phase_hooks(self.layout, phase, module)
+        cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + phase_hooks(self.layout, phase, module, pretrained)
         return cfg
+
+    @property
+    def meta_from(self) -> dict | None:
+        return (self.cfg.get('incubation') or {}).get('meta_from')
+
+    def make_meta(self, out: Path) -> tuple[str, dict]:
+        """The meta model made of ``incubation.meta_from``'s pretrained network, written to ``out`` unless it is
+        there already; returns its path and what it was made of (the tag's ``pretrained`` entry)."""
+        from ...make_meta import pretrained_record, write_meta  # here: make_meta builds on the phase recipes
+        if not out.is_file():
+            if is_main_process():
+                out.parent.mkdir(parents=True, exist_ok=True)
+                write_meta(self.meta_from['checkpoint'], self.cfg, out, blocks=self.meta_from.get('blocks'),
+                           cost=self.meta_from.get('cost'))
+            barrier()
+        return str(out), pretrained_record(out)
+
+    def adopt_meta(self) -> None:
+        """The meta phase without training: the made meta model is its product (``meta_from`` without warm-up)."""
+        started = time.perf_counter()
+        path, pretrained = self.make_meta(self.product('meta'))
+        if is_main_process():
+            write_record(Path(path).parent, dict(
+                phase='meta', module=None, finished=True, num_blocks=self.layout.meta().total_depth, iters=0,
+                images=0, cost=0.0, wall_seconds=time.perf_counter() - started, seconds_per_iter=None,
+                history=[], test_metrics={}, pretrained=pretrained))
+        print_log(f'meta model made of {self.meta_from["checkpoint"]} (blocks {pretrained["blocks"]}, head '
+                  f'{pretrained["head"]}): {path}', logger='current')
 
     def run_phase(self, phase: str, module: int | None = None) -> None:
         product = self.product(phase, module)
         if self.finished(phase, module):
             print_log(f'{Phase(phase, module)} already finished: {product}', logger='current')
+            return
+        if phase == 'meta' and self.meta_from and not self.meta_from.get('warmup'):
+            self.adopt_meta()
             return
         runner = Runner.from_cfg(self.run_config(phase, module))
         runner.train()

@@ -8,13 +8,21 @@ The pipeline config is a normal mmpretrain classification config of the *full* m
         meta=dict(train_cfg=dict(max_epochs=300), model=dict(backbone=dict(drop_path_rate=0.))),
         incubate=dict(...), finetune=dict(...), e2e=dict(...),
         dmt=dict(seed=0),               # optional: decentralized modular training, see below
-        module_init='scratch')          # or 'meta': grow each module from the meta model (ours)
+        module_init='scratch',          # or 'meta': grow each module from the meta model (ours)
+        meta_from=dict(checkpoint='pretrained.pth', blocks=None, cost=None, warmup=None))  # optional, see below
 
 Each phase section is merged over the shared settings (``_delete_=True`` works as in ``_base_``
 inheritance); the backbone depths (through the backbone's adapter, :mod:`mmincubation.backbones`)
 and the hybrid model are filled in here, so the user never writes them per phase. A recipe is
 what the phase trains: the runner alone adds the wiring of a run (work dir, hooks, resume, the
 checkpoints a phase reads), so tools that only build or evaluate a phase's model use the recipe as is.
+
+``meta_from`` makes the meta model of a pretrained network of the same width instead of training it
+(:mod:`mmincubation.make_meta`: its stem, the given or evenly spaced ``blocks``, final norm and head;
+``cost`` is what training it cost, in block-images, when not read from its own phase records). With a
+``warmup`` (phase settings merged over ``meta``'s, e.g. ``dict(train_cfg=dict(max_epochs=1))``), the meta
+phase trains the made model that long, e.g. to train a new head; without, the made model is the meta
+phase's product.
 
 ``dmt`` (decentralized modular training) wraps the incubate phase's training set in
 ``mmincubation.ClassBalancedSplitDataset`` (keyword arguments from the section, e.g. ``seed``), so
@@ -89,10 +97,13 @@ def phase_recipe(cfg: Config, phase: str, module: int | None = None) -> Config:
     layout = build_layout(cfg)
     incubation = cfg.get('incubation') or {}
     recipe = copy.deepcopy(cfg)
-    overrides = incubation.get(phase) or {}
+    overrides = [incubation.get(phase) or {}]
+    if phase == 'meta' and incubation.get('meta_from'):  # a pretrained network's head warm-up, if any
+        overrides.append(incubation.meta_from.get('warmup') or {})
     for key in ('incubation', 'runner_type'):
         recipe.pop(key, None)
-    recipe.merge_from_dict(overrides.to_dict() if isinstance(overrides, ConfigDict) else dict(overrides))
+    for override in overrides:
+        recipe.merge_from_dict(override.to_dict() if isinstance(override, ConfigDict) else dict(override))
 
     model = recipe.model
     backbone_adapter(model.backbone).set_layout(model.backbone, phase_layout(layout, phase, module), layout)

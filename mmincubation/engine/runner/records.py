@@ -9,6 +9,7 @@ import json
 import re
 from pathlib import Path
 
+from ...checkpoint import write_atomic
 from .phases import Phase
 
 #: A record written before records named their module (``'incubate_module_2'``) and held the cost of
@@ -30,17 +31,27 @@ def _normalised(record: dict) -> dict:
     return record
 
 
+RECORD_FILE = 'phase_record.json'
+
+
+def write_record(phase_work_dir: str | Path, record: dict) -> Path:
+    """Write a phase's record (as :class:`~mmincubation.engine.hooks.PhaseRecordHook` builds it) atomically."""
+    return write_atomic(Path(phase_work_dir) / RECORD_FILE, lambda f: f.write(json.dumps(record, indent=1).encode()))
+
+
 def load_records(work_dir: str | Path) -> list[dict]:
     """Every ``phase_record.json`` under ``work_dir``, in pipeline order (modules by index)."""
-    records = [_normalised(json.loads(path.read_text())) for path in Path(work_dir).rglob('phase_record.json')]
+    records = [_normalised(json.loads(path.read_text())) for path in Path(work_dir).rglob(RECORD_FILE)]
     return sorted(records, key=lambda record: Phase(record['phase'], record['module']).order)
 
 
 def method_results(work_dir: str | Path) -> dict[str, dict]:
-    """Per method ('incubation', 'e2e') of a pipeline work dir: final test top-1, total cost, wall time.
+    """Per method ('incubation', 'e2e') of a pipeline work dir: final test top-1, cost, wall time.
 
-    Incubation's cost sums every phase it paid for (meta, modules, fine-tune); a method whose final
-    phase (fine-tune / E2E) has no record yet is left out.
+    Incubation's ``cost`` sums every phase it paid for (meta, modules, fine-tune); a meta model made of a
+    pretrained network (``incubation.meta_from``) adds what that network cost to train, paid before, as
+    ``pretraining_cost`` (None if unknown) and in ``total_cost``. A method whose final phase (fine-tune /
+    E2E) has no record yet is left out.
     """
     records = load_records(work_dir)
     methods = {'incubation': ([r for r in records if r['phase'] != 'e2e'], 'finetune'),
@@ -49,8 +60,13 @@ def method_results(work_dir: str | Path) -> dict[str, dict]:
     for name, (phases, final_phase) in methods.items():
         final = [r for r in phases if r['phase'] == final_phase]
         if final:
-            results[name] = dict(top1=(final[0].get('test_metrics') or {}).get('accuracy/top1'),
-                                 cost=sum(r['cost'] for r in phases),
+            pretrained = [r['pretrained'] for r in phases if r.get('pretrained')]
+            known = all(p.get('cost') is not None for p in pretrained)
+            pretraining = sum(p['cost'] for p in pretrained) if known else None
+            cost = sum(r['cost'] for r in phases)
+            results[name] = dict(top1=(final[0].get('test_metrics') or {}).get('accuracy/top1'), cost=cost,
+                                 pretraining_cost=pretraining if pretrained else 0.0,
+                                 total_cost=None if pretraining is None else cost + pretraining,
                                  wall_seconds=sum(r['wall_seconds'] for r in phases))
     return results
 
