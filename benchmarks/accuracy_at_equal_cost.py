@@ -36,7 +36,7 @@ from mmengine.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from mmincubation.engine.runner import build_layout  # noqa: E402
+from mmincubation.engine.runner import Phase, build_layout  # noqa: E402
 from mmincubation.engine.runner.records import method_results  # noqa: E402
 
 CONFIG = ROOT / 'configs' / 'benchmarks' / 'incubate_deep-vit-16x32-p7_fashion-mnist.py'
@@ -105,9 +105,9 @@ def run_pipeline(run: Run, schedule: Schedule, config: Path, train_images: int, 
     """Train (or reuse) one pipeline and return its per-method results."""
     work_dir = out / run.name(schedule)
     if run.dmt:  # same meta model as the seed's standard run: DMT only changes module incubation
-        meta = out / Run('equal-cost', run.seed, 1.0, run.budget).name(schedule) / 'meta'
-        if (meta / 'meta.pth').is_file() and not (work_dir / 'meta').exists():
-            shutil.copytree(meta, work_dir / 'meta')
+        meta = Phase('meta').product(out / Run('equal-cost', run.seed, 1.0, run.budget).name(schedule))
+        if meta.is_file() and not Phase('meta').work_dir(work_dir).exists():
+            shutil.copytree(meta.parent, Phase('meta').work_dir(work_dir))
     # DMT: its own config (the dataset wrapper), no E2E twin (the seed's standard run has it)
     config = config.with_name(config.stem + '_dmt.py') if run.dmt else config
     phases = ['meta', 'incubate', 'assemble', 'finetune'] if run.dmt else ['all']

@@ -40,6 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.accuracy_at_equal_cost import Schedule, describe_machine, mean_std  # noqa: E402
+from mmincubation.engine.runner import Phase  # noqa: E402
 from mmincubation.engine.runner.records import method_results  # noqa: E402
 
 CONFIG = ROOT / 'configs' / 'benchmarks' / 'incubate_deep-vit-16x32-p7_fashion-mnist.py'
@@ -106,7 +107,7 @@ def commands(setting: Setting, method: str, schedule: Schedule, config: Path, tr
 
 
 def product(work_dir: Path, method: str) -> Path:
-    return work_dir / ('finetune/finetuned.pth' if method in ('scratch', 'grown') else 'e2e/e2e.pth')
+    return Phase('finetune' if method in ('scratch', 'grown') else 'e2e').product(work_dir)
 
 
 def run_method(setting: Setting, method: str, schedule: Schedule, config: Path, train_images: int, out: Path,
@@ -118,11 +119,11 @@ def run_method(setting: Setting, method: str, schedule: Schedule, config: Path, 
         return None
     if train:
         if method == 'grown':  # same meta model as the scratch run: only module initialisation differs
-            meta = out / setting.name(schedule) / 'scratch' / 'meta'
-            if not (meta / 'meta.pth').is_file():
-                raise FileNotFoundError(f'{meta / "meta.pth"}: the scratch run must train the meta model first')
-            if not (work_dir / 'meta' / 'meta.pth').is_file():
-                shutil.copytree(meta, work_dir / 'meta', dirs_exist_ok=True)
+            scratch_meta = Phase('meta').product(out / setting.name(schedule) / 'scratch')
+            if not scratch_meta.is_file():
+                raise FileNotFoundError(f'{scratch_meta}: the scratch run must train the meta model first')
+            if not Phase('meta').product(work_dir).is_file():
+                shutil.copytree(scratch_meta.parent, Phase('meta').work_dir(work_dir), dirs_exist_ok=True)
         work_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                    PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]))  # this checkout's code
