@@ -56,40 +56,31 @@ DET_CONFIGS = [DEMO_DET, DEMO_BOX, DOWNSTREAM / 'mask-rcnn_vit-b-incubated_simpl
 SEG_CONFIGS = [DEMO_SEG, DOWNSTREAM / 'upernet_vit-l-incubated_mln_8xb2-80k_ade20k-512x512.py']
 
 
-@pytest.mark.parametrize('base', DET_CONFIGS, ids=lambda p: p.stem)
-def test_a_child_detection_config_sets_each_setting_in_one_place(base, tmp_path):
-    cfg = child(tmp_path, base, "checkpoint = '/ckpt/mine.pth'\nclasses = ('cat', 'dog')\nimage_size = 96\n"
+@pytest.mark.parametrize('base', DET_CONFIGS + SEG_CONFIGS, ids=lambda p: p.stem)
+def test_a_child_config_sets_each_setting_in_one_place(base, tmp_path):
+    classes = ('bg', 'cat', 'dog')
+    cfg = child(tmp_path, base, f"checkpoint = '/ckpt/mine.pth'\nclasses = {classes!r}\nimage_size = 96\n"
                                 "data_root = '/data/mine/'\n")
     model = cfg.model
     assert model.backbone.init_cfg.checkpoint == '/ckpt/mine.pth'
     assert tuple(model.backbone.img_size) == (96, 96)
-    assert [tuple(t.scale) for t in transforms(cfg, 'Resize')] and \
-        all(tuple(t.scale) == (96, 96) for t in transforms(cfg, 'Resize') + transforms(cfg, 'RandomResize'))
     assert all(tuple(t.crop_size) == (96, 96) for t in transforms(cfg, 'RandomCrop'))
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        assert cfg[loader].dataset.data_root == '/data/mine/'
+        assert tuple(cfg[loader].dataset.metainfo.classes) == classes
+    if base in SEG_CONFIGS:
+        assert tuple(model.data_preprocessor.size) == (96, 96)
+        assert model.decode_head.num_classes == model.auxiliary_head.num_classes == 3
+        return
+    resizes = transforms(cfg, 'Resize') + transforms(cfg, 'RandomResize')
+    assert resizes and all(tuple(t.scale) == (96, 96) for t in resizes)
     for aug in model.data_preprocessor.get('batch_augments') or []:
         assert tuple(aug.size) == (96, 96)
     heads = [model.roi_head.bbox_head] + ([model.roi_head.mask_head] if model.roi_head.mask_head else [])
-    assert [head.num_classes for head in heads] == [2] * len(heads)
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        assert cfg[loader].dataset.data_root == '/data/mine/'
-        assert tuple(cfg[loader].dataset.metainfo.classes) == ('cat', 'dog')
+    assert [head.num_classes for head in heads] == [3] * len(heads)
     for evaluator in (cfg.val_evaluator, cfg.test_evaluator):
         assert evaluator.ann_file.startswith('/data/mine/annotations/')
     assert '${' not in cfg.pretty_text
-
-
-@pytest.mark.parametrize('base', SEG_CONFIGS, ids=lambda p: p.stem)
-def test_a_child_segmentation_config_sets_each_setting_in_one_place(base, tmp_path):
-    cfg = child(tmp_path, base, "checkpoint = '/ckpt/mine.pth'\nclasses = ('bg', 'cat', 'dog')\nimage_size = 96\n"
-                                "data_root = '/data/mine/'\n")
-    model = cfg.model
-    assert model.backbone.init_cfg.checkpoint == '/ckpt/mine.pth'
-    assert tuple(model.backbone.img_size) == tuple(model.data_preprocessor.size) == (96, 96)
-    assert all(tuple(t.crop_size) == (96, 96) for t in transforms(cfg, 'RandomCrop'))
-    assert model.decode_head.num_classes == model.auxiliary_head.num_classes == 3
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        assert cfg[loader].dataset.data_root == '/data/mine/'
-        assert tuple(cfg[loader].dataset.metainfo.classes) == ('bg', 'cat', 'dog')
 
 
 def test_settings_from_the_command_line_reach_every_field_and_typos_are_named(tmp_path):
@@ -100,6 +91,8 @@ def test_settings_from_the_command_line_reach_every_field_and_typos_are_named(tm
     assert cfg.train_cfg.max_iters == cfg.train_cfg.val_interval == cfg.param_scheduler[-1].end == 7
     with pytest.raises(SettingError, match=r'^model.backbone.img_size\[0\]: "\$\{image_sise\}" names no setting'):
         child(tmp_path, DEMO_BOX, "model = dict(backbone=dict(img_size=('${image_sise}', 1)))\n")
+    with pytest.raises(SettingError, match=r"^[\w.\[\]]+: .*classes is 'Tree' \(one name needs a comma"):
+        child(tmp_path, DEMO_BOX, "classes = ('Tree')\n")
 
 
 # ----------------------------------------------------------------------------------------------- 4: checkpoint path

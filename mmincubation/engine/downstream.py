@@ -46,7 +46,8 @@ def resolve_settings(cfg: Config) -> Config:
     resolved first. Configs without placeholders are returned unchanged.
 
     Raises:
-        SettingError: naming the field (``model.backbone.img_size``) and the missing setting, or the cycle.
+        SettingError: naming the field (``model.backbone.img_size``) and the missing setting, the cycle, or a
+            ``len`` of something that is not a tuple or list (``classes = ('Tree')`` without its comma).
     """
     def lookup(name: str, field: str, seen: tuple[str, ...]) -> object:
         if name in seen:
@@ -61,11 +62,16 @@ def resolve_settings(cfg: Config) -> Config:
 
     def substitute(text: str, field: str, seen: tuple[str, ...]) -> object:
         whole = PLACEHOLDER.fullmatch(text)
-        if whole:
-            name = whole['len'] or whole['name']
-            value = lookup(name, field, seen)
-            return len(value) if whole['len'] else value
-        return PLACEHOLDER.sub(lambda m: str(substitute(m[0], field, seen)), text)
+        if not whole:
+            return PLACEHOLDER.sub(lambda m: str(substitute(m[0], field, seen)), text)
+        name = whole['len'] or whole['name']
+        value = lookup(name, field, seen)
+        if not whole['len']:
+            return value
+        if not isinstance(value, (list, tuple)):  # a string would count its letters: ('Tree') for ('Tree', )
+            raise SettingError(f'{field}: "${{len({name})}}" needs a tuple or list, {name} is {value!r}'
+                               + (f" (one name needs a comma: ({value!r}, ))" if isinstance(value, str) else ''))
+        return len(value)
 
     def resolve(value: object, field: str, seen: tuple[str, ...]) -> object:
         if isinstance(value, str):

@@ -12,6 +12,7 @@ from mmengine.config import Config
 from ...checkpoint import CheckpointError
 from ...launcher import RendezvousError
 from ...layout import LayoutError
+from ..downstream import SettingError, resolve_settings
 
 P = ParamSpec('P')
 R = TypeVar('R')
@@ -38,14 +39,14 @@ def merge_config_args(cfg: Config, args: argparse.Namespace, *subdirs: str, keep
 def load_config(args: argparse.Namespace, *subdirs: str, keep_work_dir: bool = False) -> Config:
     """``args.config`` read, :func:`merge_config_args` applied and the settings of a downstream config filled in
     (:func:`~mmincubation.engine.downstream.resolve_settings`; a no-op for other configs)."""
-    from ..downstream import resolve_settings
     return resolve_settings(merge_config_args(Config.fromfile(args.config), args, *subdirs,
                                               keep_work_dir=keep_work_dir))
 
 
 def exit_on_bad_input(main: Callable[P, R]) -> Callable[P, R]:
-    """Turn a bad file or config (:class:`CheckpointError`, :class:`LayoutError`) or a rendezvous that
-    cannot happen (:class:`RendezvousError`: port taken, ranks missing) into a one-line exit.
+    """Turn a bad file or config (:class:`CheckpointError`, :class:`LayoutError`, :class:`SettingError`: a
+    downstream placeholder that names no setting) or a rendezvous that cannot happen (:class:`RendezvousError`:
+    port taken, ranks missing) into a one-line exit.
 
     The message already names the file or port and what was expected; a traceback would only bury it.
     """
@@ -53,6 +54,6 @@ def exit_on_bad_input(main: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return main(*args, **kwargs)
-        except (CheckpointError, LayoutError, RendezvousError) as error:
+        except (CheckpointError, LayoutError, RendezvousError, SettingError) as error:
             raise SystemExit(f'error: {error}') from error
     return wrapper
