@@ -1,15 +1,20 @@
 """Shared fixtures and helpers: tiny ViT classifiers in mmpretrain's naming, a one-box mmdet sample."""
 from __future__ import annotations
 
-import copy
-from pathlib import Path
+import os
 
-import pytest
-import torch
-from mmengine.config import Config
-from mmengine.registry import init_default_scope
+# As the tools (tools/train.py): OpenMP threads wait passively, set before torch is imported.
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
-import mmincubation  # noqa: F401
+import copy  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from mmengine.config import Config  # noqa: E402
+from mmengine.registry import init_default_scope  # noqa: E402
+
+import mmincubation  # noqa: F401, E402
 
 WIDTH = 16
 

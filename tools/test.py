@@ -8,17 +8,23 @@ with the file and the difference named (MMEngine itself only warns and scores ra
 """
 from __future__ import annotations
 
-import argparse
+import os
 
-from mmengine.config import DictAction
-from mmengine.runner import Runner
+# OpenMP threads that busy-wait between parallel regions slow the CPU down when other processes share it;
+# libgomp reads the policy when torch is imported, so it is set first (an explicit value is kept).
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
-import mmincubation  # noqa: F401
-from mmincubation.checkpoint import load_fitting
-from mmincubation.engine.runner import build_layout, phase_recipe
-from mmincubation.engine.runner.cli import exit_on_bad_input, load_config
-from mmincubation.engine.runner.fit_checks import full_model_shapes
-from mmincubation.launcher import setup_launcher
+import argparse  # noqa: E402
+
+from mmengine.config import DictAction  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+import mmincubation  # noqa: F401, E402
+from mmincubation.checkpoint import load_fitting  # noqa: E402
+from mmincubation.engine.runner import build_layout, phase_recipe  # noqa: E402
+from mmincubation.engine.runner.cli import exit_on_bad_input, load_config  # noqa: E402
+from mmincubation.engine.runner.fit_checks import full_model_shapes  # noqa: E402
+from mmincubation.launcher import setup_launcher  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
