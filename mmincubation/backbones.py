@@ -30,6 +30,10 @@ class BackboneAdapter:
         depth_key: the ``arch`` key holding the depth (an int for one stage, a list per stage).
     """
 
+    #: Whether a block's settings depend on its place in the full model (then a meta model fits only the
+    #: layout it was trained for); a ViT's blocks are all alike.
+    position_dependent = False
+
     def __init__(self, naming: BlockNaming, arch_keys: tuple[str, ...], depth_key: str) -> None:
         self.naming = naming
         self.arch_keys = arch_keys
@@ -68,11 +72,14 @@ class BackboneAdapter:
 class SwinAdapter(BackboneAdapter):
     """mmpretrain's ``SwinTransformer``: stages of ``arch['depths']`` blocks.
 
-    A Swin block shifts its attention windows when its index inside the stage is odd. A block of a
-    meta model or hybrid keeps the shift of the full model's block it stands for
-    (:meth:`~mmincubation.layout.ModuleLayout.origins`): an incubated module computes the same
-    function in its hybrid and once assembled.
+    A Swin block shifts its attention windows when its index inside the stage is odd (unless the
+    config's ``block_cfgs`` set ``shift`` for all blocks). A block of a meta model or hybrid keeps the
+    shift of the full model's block it stands for (:meth:`~mmincubation.layout.ModuleLayout.origins`):
+    an incubated module computes the same function in its hybrid and once assembled. So a meta model
+    is tied to its layout: which full-model block each of its blocks stands for decides its shift.
     """
+
+    position_dependent = True
 
     def __init__(self) -> None:
         super().__init__(SWIN_NAMING, ('embed_dims', 'depths', 'num_heads'), 'depths')
@@ -97,7 +104,8 @@ class SwinAdapter(BackboneAdapter):
                                   'blocks of a meta model or hybrid; give one dict for all blocks')
             first = layout.global_block(stage, 0)
             stage_cfg['block_cfgs'] = [
-                dict(copy.deepcopy(dict(extra)), shift=full.stage_of(origins[first + index])[1] % 2 == 1)
+                dict(copy.deepcopy(dict(extra)),
+                     shift=extra.get('shift', full.stage_of(origins[first + index])[1] % 2 == 1))
                 for index in range(layout.stage_depths[stage])]
         backbone.stage_cfgs = stage_cfgs
 

@@ -251,3 +251,15 @@ def test_a_detector_whose_num_classes_misses_the_classes_stops_before_the_first_
     with pytest.raises(AssertionError, match=r'`num_classes` \(10\) in Shared2FCBBoxHead .* `classes` 1\)'):
         train(_example_argv(trees, grey_checkpoint, tmp_path / 'work', 'model.roi_head.bbox_head.num_classes=10'))
     assert not list((tmp_path / 'work').glob('iter_*.pth'))
+
+
+def test_a_checkpoint_of_another_patch_size_is_refused_not_left_random(grey_checkpoint, tmp_path):
+    """Only the channels of the patch embedding may differ: a patch-7 kernel for the patch-4 backbone is refused."""
+    state = torch.load(grey_checkpoint, weights_only=True)
+    state['state_dict']['backbone.' + PATCH_WEIGHT] = torch.zeros(64, 1, 7, 7)
+    torch.save(state, tmp_path / 'patch7.pth')
+    cfg = child(tmp_path, DEMO_BOX, f"checkpoint = {str(tmp_path / 'patch7.pth')!r}\nimage_size = 32\n")
+    with pytest.raises(CheckpointError, match=r'patch7.pth: the patch embedding \(patch_embed.projection.weight\) has '
+                                              r'shape \(64, 1, 7, 7\), the backbone \(64, 1, 4, 4\): another width or '
+                                              r'patch size'):
+        check_pretrained_backbone(cfg)

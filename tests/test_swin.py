@@ -228,6 +228,29 @@ def test_grown_swin_modules_compute_the_meta_model_in_their_hybrids_and_assemble
     assert grown_logits_equal_meta(cfg, tmp_path, keep_shifts=False) != [True, True, True]
 
 
+def test_a_shift_the_config_sets_for_every_block_is_kept_in_meta_models_and_hybrids() -> None:
+    cfg = demo_cfg()
+    cfg.model.backbone.stage_cfgs = dict(block_cfgs=dict(shift=False))
+    for phase, module in [('meta', None), ('incubate', 0), ('incubate', 1)]:
+        built = build_on_meta(phase_recipe(cfg, phase, module)).backbone
+        assert not any(block.attn.shift_size for stage in built.stages for block in stage.blocks)
+
+
+def test_a_swin_meta_model_of_another_layout_is_refused(tmp_path) -> None:
+    """Same K and stage depths, other module split: its blocks stand for other places (other shifts)."""
+    cfg = demo_cfg()
+    layout = build_layout(cfg)
+    meta = MODELS.build(phase_recipe(cfg, 'meta').model)
+    other = ModuleLayout((3, 5), SWIN_NAMING, layout.stage_depths)
+    assert other.meta().stage_depths == layout.meta().stage_depths  # the same shapes: keys alone cannot tell
+    save_atomic(dict(meta={META_KEY: dict(phase='meta', holds='meta', **other.tag())}, state_dict=meta.state_dict()),
+                tmp_path / 'meta.pth')
+    hybrid = MODELS.build(dict(phase_recipe(cfg, 'incubate', 0).model, meta_checkpoint=str(tmp_path / 'meta.pth')))
+    with pytest.raises(CheckpointError, match=r'meta.pth was trained for layout \(3, 5\) \(stages \(2, 4, 2\)\), '
+                                              r'the config asks for \(4, 4\)'):
+        hybrid.init_weights()
+
+
 @pytest.mark.parametrize('config', ['incubate_swin_b.py', 'incubate_swin_b_deit3.py'])
 def test_swin_b_pipelines_build_every_phase_at_full_size(config: str) -> None:
     cfg = Config.fromfile(str(ROOT / 'configs' / config))

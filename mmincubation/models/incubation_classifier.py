@@ -53,6 +53,7 @@ class IncubationClassifier(ImageClassifier):
                               f'{list(full_layout.stage_depths)}) needs {list(layout.stage_depths)}')
         super().__init__(backbone, *args, **kwargs)
         self.full_layout, self.layout = full_layout, layout
+        self.position_dependent = adapter.position_dependent
         self.module_init = module_init
         self.target_module = target_module
         self.meta_checkpoint = meta_checkpoint
@@ -79,6 +80,11 @@ class IncubationClassifier(ImageClassifier):
         if recorded.num_modules != self.full_layout.num_modules:
             raise CheckpointError(f'meta checkpoint {path} has {recorded.num_modules} modules, '
                                   f'the config asks for {self.full_layout.num_modules}')
+        if self.position_dependent and recorded != self.full_layout:
+            raise CheckpointError(f'meta checkpoint {path} was trained for layout {recorded.depths} (stages '
+                                  f'{recorded.stage_depths}), the config asks for {self.full_layout.depths} (stages '
+                                  f'{self.full_layout.stage_depths}): a {recorded.naming.name} meta block is set up '
+                                  'for the place in the full model it stands for')
         others = [m for m in range(self.layout.num_modules) if m != self.target_module]
         own = self.state_dict()
         expected = {key: value for key, value in own.items() if self.layout.module_of(key) != self.target_module}

@@ -79,7 +79,12 @@ def check_pretrained_backbone(cfg: Config) -> None:
     weight = checkpoint['state_dict'].get(init_cfg.get('prefix', '') + PATCH_WEIGHT)
     if weight is None or PATCH_WEIGHT not in reference:
         return
-    have, want = weight.shape[1], reference[PATCH_WEIGHT].shape[1]
+    expected = tuple(reference[PATCH_WEIGHT].shape)
+    if tuple(weight.shape[:1] + weight.shape[2:]) != expected[:1] + expected[2:]:  # only the channels may differ
+        raise CheckpointError(f'checkpoint {path}: the patch embedding ({PATCH_WEIGHT}) has shape '
+                              f'{tuple(weight.shape)}, the backbone {expected}: another width or patch size '
+                              '(model.backbone.patch_size)')
+    have, want = weight.shape[1], expected[1]
     if have == want or (isinstance(model.backbone, InflatingVisionTransformer) and inflatable(have, want)):
         return
     hint = ('only 1 <-> C channels can be inflated' if not inflatable(have, want) else
