@@ -56,6 +56,7 @@ from .checkpoint import (
 from .convert_official import OFFICIAL_NAMING, check_official, convert_official, merge_stages, to_ours
 from .engine.runner.phase_config import build_layout, phase_recipe
 from .engine.runner.phases import Phase
+from .engine.runner.records import RECORD_FILE
 from .layout import LayoutError, check_state_dict
 
 #: mmpretrain's ``PatchEmbed`` convolution: ``(width, input channels, patch height, patch width)``.
@@ -143,7 +144,7 @@ def pretraining_cost(source: PretrainedSource, cost: float | None = None) -> dic
 
     ``cost`` given by the user wins. Otherwise, for one of our products still where its pipeline wrote
     it (``meta/meta.pth``, ``assembled.pth``, ``finetune/finetuned.pth``, ``e2e/e2e.pth`` of a work
-    dir), the ``phase_record.json`` of every phase it embodies (:func:`trained_for`: the meta model; it
+    dir), the phase record of every phase it embodies (:func:`trained_for`: the meta model; it
     and the K modules; those and the fine-tune; the E2E run) are summed. A moved or renamed file, or a
     missing or unfinished record, leaves the cost unknown (None): it is then not counted anywhere.
 
@@ -161,15 +162,19 @@ def pretraining_cost(source: PretrainedSource, cost: float | None = None) -> dic
     work_dir = path.parent if name == 'assemble' else path.parent.parent
     if phase.product(work_dir) != path:
         return unknown
-    files = [trained.work_dir(work_dir) / 'phase_record.json'
+    files = [trained.work_dir(work_dir) / RECORD_FILE
              for trained in trained_for(phase, len(source.record.get('layout') or []))]
     if not all(file.is_file() for file in files):
         return unknown
     records = [json.loads(file.read_text()) for file in files]
     if not all(record.get('finished') for record in records):
         return unknown
+    # a meta model that was itself made of a pretrained network carries that network's cost
+    earlier = [record['pretrained'].get('cost') for record in records if record.get('pretrained')]
+    if None in earlier:
+        return unknown
     # records written before each held its own cost only carried the earlier phases' in cost_offset
-    return dict(cost=float(sum(r['cost'] - r.get('cost_offset', 0.0) for r in records)),
+    return dict(cost=float(sum(r['cost'] - r.get('cost_offset', 0.0) for r in records) + sum(earlier)),
                 wall_seconds=float(sum(r['wall_seconds'] for r in records)),
                 cost_from=', '.join(map(str, files)))
 

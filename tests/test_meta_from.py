@@ -10,6 +10,7 @@ from test_pipeline import needs_data, tiny_demo_cfg
 from mmincubation.checkpoint import META_KEY
 from mmincubation.engine.runner import IncubationRunner
 from mmincubation.engine.runner.records import load_records, method_results
+from mmincubation.make_meta import pretraining_cost, read_pretrained
 from tools.analysis_tools.summarize_incubation import compare
 
 
@@ -43,6 +44,8 @@ def test_meta_from_a_pretrained_model_replaces_meta_training_and_counts_its_cost
     assert result['pretraining_cost'] == e2e_cost and result['total_cost'] == new_cost + e2e_cost
     line = compare(tmp_path)[0]
     assert f'+ pretraining {e2e_cost / 1e6:.1f} = total {(new_cost + e2e_cost) / 1e6:.1f} M block-images' in line
+    # The fine-tuned model as the next source carries its whole history: this pipeline and the E2E model before.
+    assert pretraining_cost(read_pretrained(tmp_path / 'finetune' / 'finetuned.pth'))['cost'] == new_cost + e2e_cost
 
 
 @needs_data
