@@ -63,10 +63,21 @@ class BackboneAdapter:
         return (int(self.resolve_arch(backbone)[self.depth_key]), )
 
     def set_layout(self, backbone: ConfigDict, layout: ModuleLayout, full: ModuleLayout) -> None:
-        """Give the backbone config the depths of ``layout`` (``full`` itself, its meta model or a hybrid)."""
+        """Give the backbone config the depths of ``layout`` (``full`` itself, its meta model or a hybrid).
+
+        Raises:
+            LayoutError: ``model.backbone.out_indices`` name blocks the smaller network does not have.
+        """
         arch = self.resolve_arch(backbone)
         arch[self.depth_key] = layout.total_depth
         backbone.arch = arch
+        out_indices = backbone.get('out_indices', -1)
+        out_indices = [out_indices] if isinstance(out_indices, int) else list(out_indices)
+        beyond = [i for i in out_indices if not -layout.total_depth <= i < layout.total_depth]
+        if beyond:
+            raise LayoutError(f'model.backbone.out_indices {out_indices} name blocks {beyond} that a network of '
+                              f'{layout.total_depth} blocks (layout {layout.depths}) does not have; give the output '
+                              'blocks counted from the end (e.g. -1) or set out_indices per phase in `incubation`')
 
 
 class SwinAdapter(BackboneAdapter):

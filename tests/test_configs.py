@@ -45,8 +45,8 @@ PHASES = {
     'finetune': (100, None, 64, 4, False),
     'e2e': (300, None, 64, 4, True),
 }
-CIFAR_PIPELINE = CONFIGS / 'cifar100' / 'incubate_deit-t-128.py'
-CIFAR_E2E = CONFIGS / 'cifar100' / 'e2e_deit-t-128.py'
+CIFAR_PIPELINE = CONFIGS / 'cifar100' / 'incubate_deit_t_128.py'
+CIFAR_E2E = CONFIGS / 'cifar100' / 'e2e_deit_t_128.py'
 # The paper's CIFAR-100 models (Table 2): DeiT-Tiny's width, `depth` blocks, patch 4 on 32x32 images, with
 # their parameters and FLOPs (multiply-adds) as the paper gives them.
 DEIT_T = {128: dict(params=57.2e6, flops=3.9e9), 32: dict(params=14.5e6, flops=1.0e9)}
@@ -274,7 +274,7 @@ def test_imagenet_pipelines_turn_an_image_into_a_224_input(load):
 
 def cifar_configs(depth: int) -> tuple[Path, Path]:
     """The incubation pipeline and E2E configs of DeiT-T-<depth> on CIFAR-100."""
-    return CONFIGS / 'cifar100' / f'incubate_deit-t-{depth}.py', CONFIGS / 'cifar100' / f'e2e_deit-t-{depth}.py'
+    return CONFIGS / 'cifar100' / f'incubate_deit_t_{depth}.py', CONFIGS / 'cifar100' / f'e2e_deit_t_{depth}.py'
 
 
 def deit_t_sizes(depth: int, classes: int = CIFAR_CLASSES) -> tuple[int, int]:

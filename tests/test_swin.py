@@ -355,6 +355,15 @@ def test_the_official_converter_refuses_a_swin_config(tmp_path) -> None:
     assert not (tmp_path / 'out.pth').exists()
 
 
+def test_vit_output_blocks_beyond_a_phase_networks_depth_are_named() -> None:
+    cfg = Config.fromfile(str(ROOT / 'configs' / 'incubate_demo_fashion_mnist.py'))
+    cfg.model.backbone.out_indices = (3, 7)
+    assert list(build_on_meta(phase_recipe(cfg, 'finetune')).backbone.out_indices) == [3, 7]
+    with pytest.raises(LayoutError, match=r'model.backbone.out_indices \[3, 7\] name blocks \[7\] that a network of '
+                                          r'4 blocks \(layout \(1, 1, 1, 1\)\) does not have'):
+        phase_recipe(cfg, 'meta')
+
+
 def test_unsupported_backbones_are_named() -> None:
     with pytest.raises(LayoutError, match=r"model.backbone.type='ResNet': Deep Incubation supports the backbones "
                                           r"\['SwinTransformer', 'VisionTransformer'\]"):

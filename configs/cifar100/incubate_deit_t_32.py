@@ -1,8 +1,8 @@
 # Deep Incubation of DeiT-T-32 (DeiT-Tiny's width, 32 blocks, 4x4 patches) on CIFAR-100 (Table 2: 75.3
 # against 72.8 end to end), the whole pipeline from one config: meta model (4 x 1 block) -> 4 modules
 # of 8 blocks incubated independently -> assembly -> fine-tune; the "e2e" phase is
-# configs/cifar100/e2e_deit-t-32.py. Recipe, schedule and K as configs/cifar100/incubate_deit-t-128.py
-# (set in e2e_deit-t-128.py; the paper gives CIFAR epochs for DeiT-T-128 only, DeiT-T-32 uses the same):
+# configs/cifar100/e2e_deit_t_32.py. Recipe, schedule and K as configs/cifar100/incubate_deit_t_128.py
+# (set in e2e_deit_t_128.py; the paper gives CIFAR epochs for DeiT-T-128 only, DeiT-T-32 uses the same):
 #   phase     network                               epochs  drop path  lr schedule (timm's cosine)
 #   meta      4 modules of 1 block                   300    0          warm-up 20
 #   incubate  meta model with module k real           50    0.1        warm-up 20
@@ -15,8 +15,8 @@
 #   meta model             4     1.82M                    0.123
 #   hybrid (module k)     11     4.94M (3.58M trained)    0.336
 #   full model            32    14.28M                    0.977   (paper: 14.5M, 1.0G)
-#   python tools/train.py configs/cifar100/incubate_deit-t-32.py
-_base_ = './e2e_deit-t-32.py'
+#   python tools/train.py configs/cifar100/incubate_deit_t_32.py
+_base_ = './e2e_deit_t_32.py'
 
 incubation = dict(
     num_modules=_base_.num_modules,
@@ -29,6 +29,6 @@ incubation = dict(
     finetune=dict(
         param_scheduler=_base_.no_warmup_param_scheduler,  # the official fine-tuning: no warm-up
         train_cfg=dict(max_epochs=_base_.finetune_epochs)),
-    # the baseline is this config as it stands (e2e_deit-t-32.py): E2E at the pipeline's cost
+    # the baseline is this config as it stands (e2e_deit_t_32.py): E2E at the pipeline's cost
     e2e=dict(),
 )

@@ -1,6 +1,6 @@
 # DeiT-T-128 trained end to end on CIFAR-100 at the cost of its incubation pipeline: the baseline of
-# configs/cifar100/incubate_deit-t-128.py (the paper's Table 2 and efficiency figure) and the base it
-# inherits; configs/cifar100/{e2e,incubate}_deit-t-32.py inherit this recipe with 32 blocks. A plain
+# configs/cifar100/incubate_deit_t_128.py (the paper's Table 2 and efficiency figure) and the base it
+# inherits; configs/cifar100/{e2e,incubate}_deit_t_32.py inherit this recipe with 32 blocks. A plain
 # mmpretrain config.
 #
 # DeiT-T-128 is DeiT-Tiny's width (192, 3 heads, MLP 768) with 128 blocks and 4x4 patches on the 32x32
@@ -24,7 +24,7 @@
 #   evaluation and a checkpoint every 5 epochs. A DeiT-T-128 step at batch 512 in FP32 needs about
 #   70 GiB (extrapolated from CPU runs at batch 8 and 16): on smaller GPUs set num_gpus = 2 and
 #   batch_per_gpu = 256 (same lr), or add --amp.
-# - the incubation pipeline's schedule, set below (incubate_deit-t-*.py read it from here because each
+# - the incubation pipeline's schedule, set below (incubate_deit_t_*.py read it from here because each
 #   E2E baseline's length is computed from it): the official phases with the paper's CIFAR epochs.
 #   K = 4 modules; meta model 300 epochs, drop path 0; each module 50 epochs, drop path 0.1; fine-tune
 #   50 epochs, drop path 0.1, no warm-up. Phases with a warm-up keep the official 20 epochs
@@ -53,8 +53,8 @@ batch_per_gpu = 512
 lr = _base_.lr * batch_per_gpu * num_gpus / 512  # DeiT's linear scaling rule
 drop_path_rate = 0.1  # the full model's (E2E and fine-tune), DeiT's
 
-# The incubation pipeline (incubate_deit-t-*.py).
-num_modules = 4  # K; the paper does not give it for CIFAR, see incubate_deit-t-128.py
+# The incubation pipeline (incubate_deit_t_*.py).
+num_modules = 4  # K; the paper does not give it for CIFAR, see incubate_deit_t_128.py
 meta_epochs = 300
 meta_drop_path_rate = 0.
 incubate_epochs = 50  # per module; 25, 50, 100: the paper's efficiency figure
