@@ -132,6 +132,14 @@ def _positive_ints(values: Iterable, what: str) -> tuple[int, ...]:
     return tuple(int(v) for v in values)
 
 
+def _part_and_index(block: int, depths: tuple[int, ...]) -> tuple[int, int]:
+    """``(part, index inside the part)`` of block ``block`` of consecutive parts of ``depths`` blocks (in range)."""
+    for part, end in enumerate(itertools.accumulate(depths)):
+        if block < end:
+            return part, block - (end - depths[part])
+    raise AssertionError('unreachable: the caller checks the range')
+
+
 @dataclass(frozen=True)
 class ModuleLayout:
     """Depths of K consecutive modules of a block-sequential backbone, and of its stages.
@@ -201,11 +209,7 @@ class ModuleLayout:
     def locate(self, block: int) -> tuple[int, int]:
         """``(module, index inside the module)`` of a global block index."""
         self._check_block(block)
-        for module, depth in enumerate(self.depths):
-            if block < depth:
-                return module, block
-            block -= depth
-        raise AssertionError('unreachable')
+        return _part_and_index(block, self.depths)
 
     def global_block(self, stage: int, index: int) -> int:
         """The global index of block ``index`` of ``stage``."""
@@ -221,11 +225,7 @@ class ModuleLayout:
     def stage_of(self, block: int) -> tuple[int, int]:
         """``(stage, index inside the stage)`` of a global block index."""
         self._check_block(block)
-        for stage, depth in enumerate(self.stage_depths):
-            if block < depth:
-                return stage, block
-            block -= depth
-        raise AssertionError('unreachable')
+        return _part_and_index(block, self.stage_depths)
 
     def block_of(self, key: str) -> int | None:
         """The global index of a block key, else None."""

@@ -29,7 +29,6 @@ reports count it apart from the pipeline's new cost.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import re
@@ -56,7 +55,7 @@ from .checkpoint import (
 from .convert_official import OFFICIAL_NAMING, check_official, convert_official, merge_stages, to_ours
 from .engine.runner.phase_config import build_layout, phase_recipe
 from .engine.runner.phases import Phase
-from .engine.runner.records import RECORD_FILE
+from .engine.runner.records import RECORD_FILE, read_record
 from .layout import LayoutError, check_state_dict
 
 #: mmpretrain's ``PatchEmbed`` convolution: ``(width, input channels, patch height, patch width)``.
@@ -166,15 +165,14 @@ def pretraining_cost(source: PretrainedSource, cost: float | None = None) -> dic
              for trained in trained_for(phase, len(source.record.get('layout') or []))]
     if not all(file.is_file() for file in files):
         return unknown
-    records = [json.loads(file.read_text()) for file in files]
+    records = [read_record(file) for file in files]
     if not all(record.get('finished') for record in records):
         return unknown
     # a meta model that was itself made of a pretrained network carries that network's cost
     earlier = [record['pretrained'].get('cost') for record in records if record.get('pretrained')]
     if None in earlier:
         return unknown
-    # records written before each held its own cost only carried the earlier phases' in cost_offset
-    return dict(cost=float(sum(r['cost'] - r.get('cost_offset', 0.0) for r in records) + sum(earlier)),
+    return dict(cost=float(sum(r['cost'] for r in records) + sum(earlier)),
                 wall_seconds=float(sum(r['wall_seconds'] for r in records)),
                 cost_from=', '.join(map(str, files)))
 

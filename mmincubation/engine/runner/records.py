@@ -39,9 +39,14 @@ def write_record(phase_work_dir: str | Path, record: dict) -> Path:
     return write_atomic(Path(phase_work_dir) / RECORD_FILE, lambda f: f.write(json.dumps(record, indent=1).encode()))
 
 
+def read_record(path: str | Path) -> dict:
+    """One phase record, with its own phase's cost only (records of any age)."""
+    return _normalised(json.loads(Path(path).read_text()))
+
+
 def load_records(work_dir: str | Path) -> list[dict]:
     """Every ``phase_record.json`` under ``work_dir``, in pipeline order (modules by index)."""
-    records = [_normalised(json.loads(path.read_text())) for path in Path(work_dir).rglob(RECORD_FILE)]
+    records = [read_record(path) for path in Path(work_dir).rglob(RECORD_FILE)]
     return sorted(records, key=lambda record: Phase(record['phase'], record['module']).order)
 
 
