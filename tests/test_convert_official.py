@@ -32,13 +32,7 @@ B_LIKE = dict(qkv_bias=True, eps=1e-6)   # official ViT-B/L
 H_LIKE = dict(qkv_bias=False, eps=1e-5)  # official ViT-H/14
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """These models are tiny: one thread is ten times faster than two contending with other work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def timm_vit(depth: int, qkv_bias: bool = True, eps: float = 1e-6, arch: dict = TINY) -> TimmViT:

@@ -25,13 +25,7 @@ BLOCKS = [0, 3, 5]  # evenly spaced over 6 blocks, first and last included
 SEED = 7
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """These models are tiny: one thread is faster than two contending with other work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def pipeline_cfg(work_dir: Path, **backbone) -> Config:
