@@ -185,6 +185,22 @@ def read_torch_file(path: str | os.PathLike, what: str = 'checkpoint', **load_kw
         raise _unreadable(path, what, error) from error
 
 
+def check_finite(state_dict: Mapping[str, torch.Tensor], what: str) -> None:
+    """Refuse weights holding NaN or Inf (a diverged run's), naming ``what`` and the first such tensors.
+
+    Raises:
+        CheckpointError: ``what`` (e.g. ``checkpoint work_dirs/x/meta/meta.pth``), how many tensors are
+            non-finite and the first few keys.
+    """
+    bad = [key for key, value in state_dict.items()
+           if isinstance(value, torch.Tensor) and value.is_floating_point() and value.device.type != 'meta'
+           and not bool(torch.isfinite(value).all())]
+    if bad:
+        raise CheckpointError(f'{what} holds non-finite weights (NaN or Inf) in {len(bad)} of {len(state_dict)} '
+                              f'tensors ({", ".join(bad[:3])}{", ..." if len(bad) > 3 else ""}): the run that wrote it '
+                              'diverged; lower the learning rate and retrain that phase')
+
+
 def load_weights(path: str | os.PathLike) -> dict:
     """Load a checkpoint with torch's safe (``weights_only``) unpickler (:func:`read_torch_file`).
 
