@@ -16,12 +16,20 @@ Sources (read with torch's safe ``weights_only`` loader):
   * official Deep Incubation checkpoints (``{'model': ..., 'model_stages': [...]}``) and timm ViT state
     dicts (bare or under ``state_dict``), through :mod:`mmincubation.convert_official`.
 
+Every key of a source is classified (:func:`read_pretrained`): backbone, neck and head weights; EMA copies of
+them, as mmcv 1.x's EMAHook keeps them (an ``ema_<key with '.' as '_'>`` buffer per parameter, beside the
+weights) or MMEngine's (the checkpoint's ``ema_state_dict``); anything else is named in the log as foreign
+and unused, never taken for the head. The raw weights are used unless the EMA copies are asked for
+(``ema=True``, ``--ema``); EMA copies left unused are named in the log. A source whose used tensors hold
+NaN or Inf is refused.
+
 The meta model must be a ViT of mmpretrain's ``VisionTransformer`` family (blocks in
 ``backbone.layers``). A source of another width, patch size, input channel count or backbone kind is
 refused, naming the file and the difference; a source whose image size differs is accepted, its
-position embedding resized by the ViT itself (as mmpretrain does when loading). A head whose shapes
-do not fit (another class count, or none) is replaced by the head of the config's meta model built
-and initialised with the config's seed, so it needs training before incubation (a head warm-up).
+position embedding resized by the ViT itself (as mmpretrain does when loading). A head (the ``neck.*``
+and ``head.*`` keys) whose shapes do not fit (another class count, or none) is replaced by the head of
+the config's meta model built and initialised with the config's seed, so it needs training before
+incubation (a head warm-up).
 
 What the source cost to train is recorded with it (:func:`pretraining_cost`): it was paid before, and
 reports count it apart from the pipeline's new cost.
@@ -46,24 +54,38 @@ from torch import nn
 from .checkpoint import (
     META_KEY,
     CheckpointError,
+    check_finite,
     check_output,
     checkpoint_holds,
     load_weights,
     read_torch_file,
     save_atomic,
 )
-from .convert_official import OFFICIAL_NAMING, check_official, convert_official, merge_stages, to_ours
+from .convert_official import (
+    OFFICIAL_NAMING,
+    _shown,
+    check_official,
+    convert_official,
+    merge_stages,
+    to_ours,
+)
 from .engine.runner.phase_config import build_layout, phase_recipe
-from .engine.runner.phases import Phase
 from .engine.runner.records import RECORD_FILE, read_record
 from .layout import LayoutError, check_state_dict
+from .phases import Phase
 
 #: mmpretrain's ``PatchEmbed`` convolution: ``(width, input channels, patch height, patch width)``.
 PATCH_EMBED = 'backbone.patch_embed.projection.weight'
 #: The position embedding, which the ViT resizes to its own token grid when loading.
 POS_EMBED = 'backbone.pos_embed'
-#: Key prefix of the backbone; everything else (neck, head) counts as the head.
+#: Key prefix of the backbone; the neck and head (:data:`NETWORK`'s others) count as the head.
 BACKBONE = 'backbone.'
+#: Key prefixes of an ``ImageClassifier``'s weights; a source's keys outside them are foreign, never used.
+NETWORK = (BACKBONE, 'neck.', 'head.')
+#: mmcv 1.x's EMAHook: a buffer ``ema_<name with '.' as '_'>`` per parameter, beside it in the state dict.
+MMCV_EMA = 'ema_'
+#: MMEngine's EMAHook: the averaged model's state dict (its ``module.<key>`` tensors and ``steps`` counter).
+MMENGINE_EMA, EMA_MODULE, EMA_STEPS = 'ema_state_dict', 'module.', 'steps'
 
 #: The tagged products whose training cost their pipeline's phase records tell.
 COSTED_PHASES = ('meta', 'assemble', 'finetune', 'e2e')
@@ -79,6 +101,9 @@ class PretrainedSource:
         state_dict: its tensors keyed as an ``ImageClassifier`` (``backbone.*``, ``neck.*``, ``head.*``).
         record: its mmincubation tag (``meta.mmincubation``), None for other files.
         dataset_meta: the dataset description (class names) it was saved with, if any.
+        weights: which weights ``state_dict`` holds where the file has two sets: ``'raw'`` or ``'ema'``.
+        ema: the EMA copies the file holds, in words (how many, whose), None when it holds none.
+        unused: the keys that are neither weights of the network nor EMA copies of them (foreign).
     """
 
     path: Path
@@ -86,6 +111,9 @@ class PretrainedSource:
     state_dict: dict[str, torch.Tensor]
     record: dict | None = None
     dataset_meta: dict | None = None
+    weights: str = 'raw'
+    ema: str | None = None
+    unused: tuple[str, ...] = ()
 
 
 def _is_timm(state_dict: Mapping[str, object]) -> bool:
@@ -93,24 +121,67 @@ def _is_timm(state_dict: Mapping[str, object]) -> bool:
     return 'cls_token' in state_dict and any(OFFICIAL_NAMING.split(key) for key in state_dict)
 
 
-def read_pretrained(path: str | os.PathLike) -> PretrainedSource:
+def _split_ema(checkpoint: Mapping, state_dict: Mapping[str, torch.Tensor]) -> tuple[dict, dict, list[str], str]:
+    """``state_dict`` split into the raw weights and their EMA copies (keyed as the weights they average).
+
+    MMEngine's EMAHook saves the averaged model's state dict as the checkpoint's ``ema_state_dict`` and
+    then swaps the two for deployment: ``state_dict`` holds the averaged weights, ``ema_state_dict`` the
+    raw ones under ``module.``. mmcv 1.x's EMAHook keeps an ``ema_*`` buffer per parameter in the model,
+    so in ``state_dict`` itself.
+
+    Returns:
+        ``(weights, averaged, unused, whose)``: the raw weights, the EMA copies of some of them, the keys of
+        the EMA state that copy no weight (named as in the file), and the EMA hook in words.
+    """
+    ema_state = checkpoint.get(MMENGINE_EMA)
+    if isinstance(ema_state, Mapping):
+        raw = {key[len(EMA_MODULE):]: value for key, value in ema_state.items() if key.startswith(EMA_MODULE)
+               and key[len(EMA_MODULE):] in state_dict and isinstance(value, torch.Tensor)}
+        unused = [f'{MMENGINE_EMA}.{key}' for key in ema_state
+                  if key != EMA_STEPS and not (key.startswith(EMA_MODULE) and key[len(EMA_MODULE):] in raw)]
+        return ({**state_dict, **raw}, {key: state_dict[key] for key in raw}, unused,
+                f'MMEngine EMAHook: averaged in state_dict, raw in {MMENGINE_EMA}')
+    names = {MMCV_EMA + key.replace('.', '_'): key for key in state_dict}
+    buffers = {key for key in state_dict if key in names}
+    return ({key: value for key, value in state_dict.items() if key not in buffers},
+            {names[key]: state_dict[key] for key in buffers}, [], 'mmcv 1.x EMAHook ema_* buffers')
+
+
+def _as_backbone(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A bare backbone's keys as an ``ImageClassifier``'s (``backbone.`` prefixed)."""
+    return {BACKBONE + key: value for key, value in state_dict.items()}
+
+
+def read_pretrained(path: str | os.PathLike, ema: bool = False) -> PretrainedSource:
     """Read any supported pretrained network (see the module docs) as ``ImageClassifier`` keys.
+
+    Every key is classified: weights of the network (``backbone.*``, ``neck.*``, ``head.*``, after
+    renaming a bare backbone's or timm's keys), EMA copies of them (:func:`_split_ema`), or foreign
+    (:attr:`PretrainedSource.unused`, left out of ``state_dict``).
+
+    Args:
+        path: the file.
+        ema: take the EMA copies instead of the raw weights they average (raw weights without a copy, e.g.
+            buffers mmcv 1.x does not average, stay as they are).
 
     Raises:
         CheckpointError: naming ``path`` when it is unreadable, not a network (a single module, a
-            hybrid, a list...), or an official / timm checkpoint that is not a valid ViT.
+            hybrid, a list...), an official / timm checkpoint that is not a valid ViT, asked for EMA
+            weights it does not hold, or when the tensors used hold NaN or Inf.
     """
     path = Path(path)
     # Official and timm training checkpoints also pickle their ``args`` (an argparse.Namespace, a plain
     # attribute bag: see convert_official.load_official), which is all the safe loader is allowed here.
     with torch.serialization.safe_globals([argparse.Namespace]):
         raw = read_torch_file(path, 'pretrained checkpoint', mmap=zipfile.is_zipfile(path))
-        if isinstance(raw, Mapping) and isinstance(raw.get('model'), Mapping):
-            return PretrainedSource(path, 'official Deep Incubation checkpoint', convert_official(path)['state_dict'])
-        checkpoint = load_weights(path)
-    state_dict, meta = checkpoint['state_dict'], checkpoint['meta']
-    record = meta.get(META_KEY)
-    if isinstance(record, Mapping):
+        official = isinstance(raw, Mapping) and isinstance(raw.get('model'), Mapping)
+        checkpoint = dict(state_dict=convert_official(path)['state_dict'], meta={}) if official else load_weights(path)
+    meta = checkpoint['meta']
+    weights, averaged, unused, whose = _split_ema(raw, checkpoint['state_dict'])
+    record, tag, dataset_meta, rename = meta.get(META_KEY), None, meta.get('dataset_meta'), dict
+    if official:
+        kind, dataset_meta = 'official Deep Incubation checkpoint', None
+    elif isinstance(record, Mapping):
         holds = checkpoint_holds(record)
         if holds not in ('full', 'meta'):
             what = {'module': f'a single incubated module (module {record.get("module")})',
@@ -118,17 +189,26 @@ def read_pretrained(path: str | os.PathLike) -> PretrainedSource:
             raise CheckpointError(f'pretrained checkpoint {path} holds {what}, written by the "{record.get("phase")}" '
                                   f'phase of layout {record.get("layout")}; expected a whole network (a meta, '
                                   'assembled, fine-tuned or E2E model)')
-        return PretrainedSource(path, f'mmincubation {record.get("phase")} product', state_dict, dict(record),
-                                meta.get('dataset_meta'))
-    if _is_timm(state_dict):
+        kind, tag = f'mmincubation {record.get("phase")} product', dict(record)
+    elif _is_timm(weights):
         source = f'pretrained checkpoint {path} (timm keys)'
-        merged, layout = merge_stages([state_dict], source)
-        check_official(merged, layout.total_depth, source)
-        return PretrainedSource(path, 'timm ViT state dict', to_ours(merged))
-    if not any(key.startswith(BACKBONE) for key in state_dict):
-        return PretrainedSource(path, 'mmpretrain backbone (no head)',
-                                {BACKBONE + key: value for key, value in state_dict.items()})
-    return PretrainedSource(path, 'mmpretrain classifier', state_dict, None, meta.get('dataset_meta'))
+        weights, layout = merge_stages([weights], source)
+        check_official(weights, layout.total_depth, source)
+        kind, rename, dataset_meta = 'timm ViT state dict', to_ours, None
+    elif not any(key.startswith(BACKBONE) for key in weights):
+        kind, rename, dataset_meta = 'mmpretrain backbone (no head)', _as_backbone, None
+    else:
+        kind = 'mmpretrain classifier'
+    weights, averaged = rename(weights), rename(averaged)
+    if ema and not averaged:
+        raise CheckpointError(f'pretrained checkpoint {path} ({kind}) holds no EMA copies of its weights (neither '
+                              f'mmcv 1.x ema_* buffers nor an MMEngine {MMENGINE_EMA}); use its weights (no --ema)')
+    used = {**weights, **averaged} if ema else weights
+    unused = sorted(key for key in used if not key.startswith(NETWORK)) + unused
+    state_dict = {key: value for key, value in used.items() if key.startswith(NETWORK)}
+    check_finite(state_dict, f'pretrained checkpoint {path}')
+    return PretrainedSource(path, kind, state_dict, tag, dataset_meta, 'ema' if ema else 'raw',
+                            f'{len(averaged)} EMA copies ({whose})' if averaged else None, tuple(unused))
 
 
 def trained_for(phase: Phase, num_modules: int) -> list[Phase]:
@@ -269,7 +349,8 @@ def _check_patch_embed(source: PretrainedSource, reference: Mapping[str, torch.T
 
 
 def _head_misfit(source: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor]) -> str | None:
-    """Why the source's head (every key outside the backbone) cannot be reused, or None when it can."""
+    """Why the source's head (its neck and head keys: all it holds outside the backbone) cannot be reused,
+    or None when it can."""
     head = {key: value for key, value in source.items() if not key.startswith(BACKBONE)}
     wanted = {key: value for key, value in reference.items() if not key.startswith(BACKBONE)}
     if not head:
@@ -282,7 +363,7 @@ def _head_misfit(source: Mapping[str, torch.Tensor], reference: Mapping[str, tor
 
 
 def make_meta(source: str | os.PathLike, cfg: Config, blocks: Sequence[int] | None = None,
-              cost: float | None = None) -> dict:
+              cost: float | None = None, ema: bool = False) -> dict:
     """A meta-model checkpoint for ``cfg`` made of a pretrained network of the same width.
 
     Args:
@@ -293,16 +374,21 @@ def make_meta(source: str | os.PathLike, cfg: Config, blocks: Sequence[int] | No
             default :func:`evenly_spaced`, first and last included.
         cost: what training the source cost in block-images, if known; default: read from its phase
             records when it is one of our products (:func:`pretraining_cost`).
+        ema: use the source's EMA copies of its weights (mmcv 1.x ``ema_*`` buffers, MMEngine's
+            ``ema_state_dict``) instead of the raw weights; without it, EMA copies found are named in the
+            log and left unused.
 
     Returns:
         ``dict(meta=dict(mmincubation=record[, dataset_meta]), state_dict=...)``: the meta model's keys
         exactly, in the meta model's dtype. ``record`` is the meta phase's tag (``phase='meta'``, the
         full model's layout as :meth:`ModuleLayout.tag` writes it, ``holds='meta'``) plus ``pretrained``:
-        ``dict(checkpoint, kind, depth, blocks, head='reused' | 'new', cost, wall_seconds, cost_from)``.
+        ``dict(checkpoint, kind, weights='raw' | 'ema', depth, blocks, head='reused' | 'new', cost,
+        wall_seconds, cost_from)``.
 
     Raises:
         CheckpointError: naming ``source`` and the difference: unreadable, not a whole network, no blocks
-            of the config's backbone kind, another width / patch size / input channels, other keys or shapes.
+            of the config's backbone kind, another width / patch size / input channels, other keys or shapes,
+            NaN or Inf in the tensors used, ``ema`` asked of a source without EMA copies.
         LayoutError: the config's backbone is not a ViT, or ``blocks`` is not K strictly increasing
             indices of the source's blocks (a source shallower than K is refused this way too).
     """
@@ -310,7 +396,15 @@ def make_meta(source: str | os.PathLike, cfg: Config, blocks: Sequence[int] | No
     model = build_meta_model(cfg)
     reference = model.state_dict()
     prefix = _blocks_prefix(model, cfg)
-    pretrained = read_pretrained(source)
+    pretrained = read_pretrained(source, ema)
+    if pretrained.ema:
+        print_log(f'pretrained checkpoint {pretrained.path} holds {pretrained.ema}: ' + (
+            'used instead of the raw weights' if ema else 'ignored, the raw weights are used (--ema, '
+            'make_meta(ema=True), uses them)'), logger='current')
+    if pretrained.unused:
+        print_log(f'pretrained checkpoint {pretrained.path}: {len(pretrained.unused)} foreign keys (neither backbone, '
+                  f'neck or head weights nor EMA copies of them) left unused: {_shown(pretrained.unused)}',
+                  logger='current', level=logging.WARNING)
     depth = _source_depth(pretrained, prefix, cfg.model.backbone.type)
     _check_patch_embed(pretrained, reference)
     if depth < layout.num_modules and blocks is None:
@@ -353,7 +447,8 @@ def make_meta(source: str | os.PathLike, cfg: Config, blocks: Sequence[int] | No
                               f'{tuple(reference[POS_EMBED].shape)}: {" ".join(str(error).split())[:200]}') from error
 
     record = dict(phase='meta', **layout.tag(), holds='meta',
-                  pretrained=dict(checkpoint=str(pretrained.path), kind=pretrained.kind, depth=depth, blocks=blocks,
+                  pretrained=dict(checkpoint=str(pretrained.path), kind=pretrained.kind, weights=pretrained.weights,
+                                  depth=depth, blocks=blocks,
                                   head='new' if misfit else 'reused', **pretraining_cost(pretrained, cost)))
     meta = {META_KEY: record}
     if misfit is None and pretrained.dataset_meta:
@@ -362,14 +457,22 @@ def make_meta(source: str | os.PathLike, cfg: Config, blocks: Sequence[int] | No
 
 
 def write_meta(source: str | os.PathLike, cfg: Config, out: str | os.PathLike, blocks: Sequence[int] | None = None,
-               cost: float | None = None) -> dict:
+               cost: float | None = None, ema: bool = False) -> dict:
     """:func:`make_meta` written to ``out`` atomically; nothing is written if anything is wrong.
 
-    Returns the tag's record (``meta.mmincubation``). An ``out`` that is a folder or the source
-    itself is refused before anything is read (:func:`~mmincubation.checkpoint.check_output`).
+    Returns the tag's record (``meta.mmincubation``).
+
+    Raises:
+        CheckpointError: before anything is read, when ``out`` is a folder or the source itself
+            (:func:`~mmincubation.checkpoint.check_output`) or exists at all: no file is replaced, since
+            later phases may have been made from a meta model; then what :func:`make_meta` raises.
     """
     check_output(out, [source])
-    checkpoint = make_meta(source, cfg, blocks, cost)
+    if os.path.lexists(out):
+        raise CheckpointError(f'output {out} already exists; nothing written: make_meta never replaces a file (later '
+                              'phases may have been made from it): choose another --out, or move it away first (a '
+                              'work dir\'s meta/meta.pth with its whole meta/ folder, phase record included)')
+    checkpoint = make_meta(source, cfg, blocks, cost, ema)
     save_atomic(checkpoint, out)
     return checkpoint['meta'][META_KEY]
 

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +17,7 @@ from mmengine.config import Config
 from mmpretrain.registry import MODELS
 from torch import nn
 
-from mmincubation.checkpoint import META_KEY, load_fitting, load_weights, save_atomic
+from mmincubation.checkpoint import META_KEY, CheckpointError, load_fitting, load_weights, save_atomic
 from mmincubation.layout import LayoutError
 from mmincubation.make_meta import build_meta_model, evenly_spaced, make_meta, pretrained_record, write_meta
 from tools.make_meta import main as cli
@@ -99,7 +103,8 @@ def test_meta_checkpoint_holds_exactly_the_chosen_blocks_and_the_source_cost(tmp
             origin = key
         assert torch.equal(value, wanted[origin]), (key, origin)
     record = checkpoint['meta'][META_KEY]
-    pretrained = dict(checkpoint=str(path), kind='mmincubation e2e product', depth=SOURCE_DEPTH, blocks=BLOCKS,
+    pretrained = dict(checkpoint=str(path), kind='mmincubation e2e product', weights='raw', depth=SOURCE_DEPTH,
+                      blocks=BLOCKS,
                       head='reused', cost=3e5, wall_seconds=12.5,
                       cost_from=str((path.parent / 'phase_record.json').resolve()))
     assert record == dict(phase='meta', layout=list(DEPTHS), backbone='vit', stages=[sum(DEPTHS)], holds='meta',
@@ -253,15 +258,13 @@ def test_a_source_that_does_not_fit_is_refused_in_one_line_and_nothing_is_writte
     pipeline_cfg(tmp_path / 'big').dump(config)
     source = tmp_path / 'source.pth'
     write(source)
-    out = tmp_path / 'big' / 'meta' / 'meta.pth'
-    out.parent.mkdir(parents=True)
-    out.write_bytes(b'earlier meta model')
+    meta_dir = tmp_path / 'big' / 'meta'
+    meta_dir.mkdir(parents=True)
     with pytest.raises(SystemExit) as error:
         cli([str(source), str(config), *extra])
     text = str(error.value)
     assert text.startswith('error: ') and '\n' not in text and message in text and str(source) in text, text
-    assert out.read_bytes() == b'earlier meta model'
-    assert sorted(p.name for p in out.parent.iterdir()) == ['meta.pth']  # no temporary file left
+    assert list(meta_dir.iterdir()) == []  # no meta.pth, no temporary file left
 
 
 def test_a_config_whose_backbone_is_not_a_vit_is_refused(tmp_path, load):
@@ -284,3 +287,134 @@ def test_command_line_writes_where_the_pipeline_looks_and_refuses_its_input_as_o
     assert pretrained_record(out) == record['pretrained']
     with pytest.raises(SystemExit, match=re.escape(f'error: output {source} would overwrite the input')):
         cli([str(source), str(config), '--out', str(source)])
+
+
+def run_make_meta(*args: str | Path) -> subprocess.CompletedProcess:
+    """``python tools/make_meta.py ARGS`` in a fresh process, as a user runs it (one torch thread)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1')
+    return subprocess.run([sys.executable, str(ROOT / 'tools' / 'make_meta.py'), *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def with_mmcv_ema(model: nn.Module, path: Path, foreign: bool = True) -> dict[str, torch.Tensor]:
+    """``model``'s weights plus an mmcv-1.x EMAHook buffer ``ema_<key, '.' as '_'>`` of each (0.5 x the weight,
+    to tell them apart) and, with ``foreign``, a key of neither kind, saved untagged to ``path``; returns the
+    state dict written."""
+    state = model.state_dict()
+    state.update({'ema_' + key.replace('.', '_'): value * 0.5 for key, value in model.state_dict().items()})
+    if foreign:
+        state['teacher.fc.weight'] = torch.zeros(3, WIDTH)
+    torch.save(dict(state_dict=state, meta={}), path)
+    return state
+
+
+def meta_origin(key: str, blocks: list[int] = BLOCKS) -> str:
+    """The source key a meta model's key was copied from (its blocks are the source's ``blocks``)."""
+    if not key.startswith('backbone.layers.'):
+        return key
+    k, rest = key[len('backbone.layers.'):].split('.', 1)
+    return f'backbone.layers.{blocks[int(k)]}.{rest}'
+
+
+def test_mmcv_ema_buffers_keep_the_head_and_are_named_unless_used_with_ema(tmp_path):
+    """Case make-meta-ema-buffers-discard-head: the head that fits is kept; the EMA copies are named and
+    ignored by default, used with --ema; a foreign key is named, never taken for the head."""
+    config = tmp_path / 'config.py'
+    pipeline_cfg(tmp_path / 'big').dump(config)
+    source = tmp_path / 'ema_buffers.pth'
+    state = with_mmcv_ema(source_model(), source)
+    for flag, weights, scale in (([], 'raw', 1.0), (['--ema'], 'ema', 0.5)):
+        out = tmp_path / f'meta_{weights}.pth'
+        result = run_make_meta(source, config, '--out', out, *flag)
+        assert result.returncode == 0, result.stderr
+        log = result.stdout + result.stderr
+        used = 'used instead of the raw weights' if flag else \
+            'ignored, the raw weights are used (--ema, make_meta(ema=True), uses them)'
+        assert f'pretrained checkpoint {source} holds {len(state) // 2} EMA copies (mmcv 1.x EMAHook ema_* buffers): '\
+               f'{used}' in log, log
+        assert f'pretrained checkpoint {source}: 1 foreign keys (neither backbone, neck or head weights nor EMA ' \
+               'copies of them) left unused: teacher.fc.weight' in log, log
+        assert f'(mmpretrain classifier, {weights} weights), head reused' in result.stdout
+        checkpoint = load_weights(out)
+        assert checkpoint['meta'][META_KEY]['pretrained']['weights'] == weights
+        for key, value in checkpoint['state_dict'].items():  # stem, blocks, final norm and head alike
+            torch.testing.assert_close(value, state[meta_origin(key)] * scale, rtol=0, atol=0, msg=key)
+
+
+def test_mmengine_ema_checkpoint_raw_weights_by_default_averaged_with_ema(tmp_path):
+    """MMEngine's EMAHook swaps before saving: ``state_dict`` holds the averaged weights, ``ema_state_dict``
+    the raw ones (``module.``) beside its ``steps`` counter."""
+    model = source_model()
+    raw = model.state_dict()
+    averaged = {key: value * 0.5 for key, value in raw.items()}
+    ema_state = {'steps': torch.tensor(7), **{f'module.{key}': value for key, value in raw.items()}}
+    torch.save(dict(state_dict=averaged, ema_state_dict=ema_state, meta=dict(epoch=3)), tmp_path / 'epoch_3.pth')
+    cfg = pipeline_cfg(tmp_path / 'big')
+    for ema, expected in ((False, raw), (True, averaged)):
+        checkpoint = make_meta(tmp_path / 'epoch_3.pth', cfg, ema=ema)
+        pretrained = checkpoint['meta'][META_KEY]['pretrained']
+        assert (pretrained['weights'], pretrained['head']) == ('ema' if ema else 'raw', 'reused')
+        for key, value in checkpoint['state_dict'].items():
+            torch.testing.assert_close(value, expected[meta_origin(key)], rtol=0, atol=0, msg=key)
+
+
+def test_ema_asked_of_a_source_without_copies_is_refused(tmp_path):
+    torch.save(dict(state_dict=source_model().state_dict()), tmp_path / 'plain.pth')
+    with pytest.raises(CheckpointError, match=re.escape(
+            f'pretrained checkpoint {tmp_path / "plain.pth"} (mmpretrain classifier) holds no EMA copies of its '
+            'weights (neither mmcv 1.x ema_* buffers nor an MMEngine ema_state_dict); use its weights (no --ema)')):
+        make_meta(tmp_path / 'plain.pth', pipeline_cfg(tmp_path / 'big'), ema=True)
+
+
+def test_an_existing_output_is_never_replaced(tmp_path):
+    """Case make-meta-overwrites-trained-meta: a trained meta model at the default output (or any existing
+    --out) is refused in one line before the source is read (here a file that is no checkpoint at all)."""
+    config = tmp_path / 'config.py'
+    pipeline_cfg(tmp_path / 'big').dump(config)
+    trained = tmp_path / 'big' / 'meta' / 'meta.pth'
+    write_product(trained, 'meta', source_model(depth=len(DEPTHS)))
+    before = md5(trained)
+    source = tmp_path / 'not_read.pth'
+    source.write_bytes(b'not a checkpoint')
+    result = run_make_meta(source, config)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        f'error: output {trained} already exists; nothing written: make_meta never replaces a file (later phases '
+        'may have been made from it): choose another --out, or move it away first (a work dir\'s meta/meta.pth '
+        'with its whole meta/ folder, phase record included)'), result.stderr
+    assert md5(trained) == before and sorted(p.name for p in trained.parent.iterdir()) == ['meta.pth']
+    other = tmp_path / 'other.pth'
+    other.write_bytes(b'some file')
+    with pytest.raises(SystemExit, match=re.escape(f'error: output {other} already exists; nothing written')):
+        cli([str(source), str(config), '--out', str(other)])
+    assert other.read_bytes() == b'some file'
+
+
+def test_a_source_with_non_finite_tensors_used_is_refused(tmp_path):
+    """Case nan-loss-products-exported: a diverged (NaN) source is refused, naming the file; NaN only in the
+    EMA copies left unused is not in the way, and refused when they are used."""
+    config = tmp_path / 'config.py'
+    pipeline_cfg(tmp_path / 'big').dump(config)
+    model = source_model()
+    with torch.no_grad():
+        model.head.layers.head.weight[0, 0] = float('nan')
+    diverged = write_e2e_product(tmp_path / 'small', model)
+    out = tmp_path / 'meta.pth'
+    result = run_make_meta(diverged, config, '--out', out)
+    assert result.returncode != 0 and not out.exists()
+    assert result.stderr.strip().splitlines()[-1] == (
+        f'error: pretrained checkpoint {diverged} holds non-finite weights (NaN or Inf) in 1 of '
+        f'{len(model.state_dict())} tensors (head.layers.head.weight): the run that wrote it diverged; lower the '
+        'learning rate and retrain that phase'), result.stderr
+
+    state = with_mmcv_ema(source_model(), tmp_path / 'ema.pth', foreign=False)
+    state['ema_backbone_cls_token'][0, 0, 0] = float('inf')
+    torch.save(dict(state_dict=state), tmp_path / 'ema.pth')
+    cfg = pipeline_cfg(tmp_path / 'big')
+    assert make_meta(tmp_path / 'ema.pth', cfg)['meta'][META_KEY]['pretrained']['weights'] == 'raw'
+    with pytest.raises(CheckpointError, match=r'ema\.pth holds non-finite weights .* \(backbone\.cls_token\)'):
+        make_meta(tmp_path / 'ema.pth', cfg, ema=True)
