@@ -5,18 +5,28 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .checkpoint import META_KEY, CheckpointError, check_output, incubation_meta, load_weights, save_atomic
+from .checkpoint import (
+    CheckpointError,
+    check_finite,
+    check_output,
+    file_digest,
+    incubation_meta,
+    load_weights,
+    save_atomic,
+)
 from .layout import LayoutError, ModuleLayout, check_state_dict, layout_from_tag
+from .phases import Phase
+from .tags import Tag
 
 
-def _module_record(record: Mapping, path: str | os.PathLike) -> tuple[ModuleLayout, int]:
+def _module_record(tag: Tag, path: str | os.PathLike) -> tuple[ModuleLayout, int]:
     """The layout and module index a module checkpoint's tag records, checked to make sense."""
     try:
-        module_layout = layout_from_tag(record)
-        module = int(record['module'])
+        module_layout = layout_from_tag(tag.to_dict())
+        module = int(tag.module)
         module_layout.blocks_of(module)  # in range
     except (KeyError, TypeError, ValueError) as error:  # LayoutError is a ValueError
-        raise CheckpointError(f'module checkpoint {path} has a broken mmincubation tag {dict(record)} '
+        raise CheckpointError(f'module checkpoint {path} has a broken mmincubation tag {tag.to_dict()} '
                               f'({error}); expected the layout and module index of an incubated module') from error
     return module_layout, module
 
@@ -41,8 +51,8 @@ def assemble_modules(module_files: Sequence[str | os.PathLike],
     layout, merged, sources = None, {}, {}
     for path in module_files:
         checkpoint = load_weights(path)
-        record = incubation_meta(checkpoint, path, phase='incubate')
-        module_layout, module = _module_record(record, path)
+        module_layout, module = _module_record(incubation_meta(checkpoint, path, phase='incubate'), path)
+        check_finite(checkpoint['state_dict'], f'module checkpoint {path}')
         if expected is not None and module_layout != expected:
             raise CheckpointError(f'module checkpoint {path} was incubated for {_described(module_layout)}, '
                                   f'the config asks for {_described(expected)}')
@@ -69,8 +79,14 @@ def assemble_modules(module_files: Sequence[str | os.PathLike],
                               f'got {dict(sorted(sources.items()))}')
     if reference is not None:
         check_state_dict(merged, reference, source=f'the assembly of {list(sources.values())}')
-    meta = {META_KEY: dict(phase='assemble', **layout.tag(), sources=[sources[m] for m in range(layout.num_modules)])}
-    return dict(meta=meta, state_dict=merged)
+    files = [sources[m] for m in range(layout.num_modules)]
+    tag = Tag.of_layout('assemble', layout.tag(), inputs=module_inputs(files), extra=dict(sources=files))
+    return dict(meta=tag.meta(), state_dict=merged)
+
+
+def module_inputs(module_files: Sequence[str | os.PathLike]) -> dict[str, str]:
+    """The ``inputs`` of an assembly's tag: ``{module_<k>.pth: sha256}`` of the files in module order."""
+    return {Phase('incubate', k).product_name: file_digest(path) for k, path in enumerate(module_files)}
 
 
 def assemble(module_files: Sequence[str | os.PathLike], out_file: str | os.PathLike,

@@ -1,6 +1,7 @@
 """Reading and writing incubation checkpoints: safe loading, atomic writes, provenance checks."""
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import stat
@@ -14,9 +15,7 @@ from typing import BinaryIO
 import torch
 
 from .layout import LayoutError, check_state_dict
-
-#: Key under ``checkpoint['meta']`` where mmincubation records what a checkpoint holds.
-META_KEY = 'mmincubation'
+from .tags import META_KEY, Tag
 
 
 class CheckpointError(ValueError):
@@ -228,21 +227,32 @@ def load_weights(path: str | os.PathLike) -> dict:
     return dict(state_dict=dict(state_dict), meta=dict(meta))
 
 
-def incubation_meta(checkpoint: Mapping, path: str | os.PathLike, phase: str) -> dict:
-    """The mmincubation record of a loaded checkpoint, checked to come from ``phase``."""
-    record = checkpoint['meta'].get(META_KEY)
-    if not isinstance(record, Mapping):
+def incubation_meta(checkpoint: Mapping, path: str | os.PathLike, phase: str) -> Tag:
+    """The :class:`~mmincubation.tags.Tag` of a loaded checkpoint, checked to come from ``phase``."""
+    try:
+        tag = Tag.of_checkpoint(checkpoint)
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f'checkpoint {path} has a broken mmincubation tag ({error})') from error
+    if tag is None:
         raise CheckpointError(f'checkpoint {path} was not written by mmincubation (no meta.{META_KEY}); '
                               f'expected the output of the "{phase}" phase')
-    if record.get('phase') != phase:
-        raise CheckpointError(f'checkpoint {path} is the output of the "{record.get("phase")}" phase, '
+    if tag.phase != phase:
+        raise CheckpointError(f'checkpoint {path} is the output of the "{tag.phase}" phase, '
                               f'expected the output of the "{phase}" phase')
-    return dict(record)
+    return tag
 
 
-#: What a tagged checkpoint's state dict holds, by the phase that wrote it, for files tagged before
-#: the tag recorded it (``holds``): the products of each phase.
-HOLDS_BY_PHASE = {'meta': 'meta', 'incubate': 'module', 'assemble': 'full', 'finetune': 'full', 'e2e': 'full'}
+def file_digest(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes (read in chunks), as recorded in a tag's ``inputs``."""
+    with open(path, 'rb') as f:
+        return hashlib.file_digest(f, 'sha256').hexdigest()
+
+
+def checkpoint_holds(record: Mapping) -> str:
+    """What a checkpoint tagged with ``record`` (its ``meta.mmincubation``) holds (:attr:`Tag.holds`)."""
+    return Tag.from_dict(record).holds
+
+
 _CONTENTS = {
     'meta': ('a meta model (one block per module)', '; a meta model is evaluated with --phase meta'),
     'module': ('a single incubated module', '; assemble the modules first (tools/assemble.py)'),
@@ -250,11 +260,6 @@ _CONTENTS = {
                '; let the incubation finish and assemble its product'),
     'full': ('the full model', '; without --phase meta the full model is evaluated'),
 }
-
-
-def checkpoint_holds(record: Mapping) -> str | None:
-    """What a checkpoint tagged with ``record`` holds: 'meta', 'module', 'hybrid', 'full' or None if unknown."""
-    return record.get('holds') or HOLDS_BY_PHASE.get(record.get('phase'))
 
 
 def load_fitting(path: str | os.PathLike, reference: Mapping[str, object], holds: str,
@@ -286,19 +291,20 @@ def load_fitting(path: str | os.PathLike, reference: Mapping[str, object], holds
             keys and shapes alone.
     """
     checkpoint = load_weights(path)
-    record = checkpoint['meta'].get(META_KEY)
-    if isinstance(record, Mapping):
-        found = checkpoint_holds(record)
-        if found != holds:
-            what, hint = _CONTENTS.get(found, (f'an unknown kind of weights ({found!r})', ''))
-            module = f' (module {record["module"]})' if 'module' in record else ''
+    try:
+        tag = Tag.of_checkpoint(checkpoint)
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f'checkpoint {path} has a broken mmincubation tag ({error})') from error
+    if tag is not None:
+        if tag.holds != holds:
+            what, hint = _CONTENTS.get(tag.holds, (f'an unknown kind of weights ({tag.holds!r})', ''))
+            module = '' if tag.module is None else f' (module {tag.module})'
             raise CheckpointError(
-                f'checkpoint {path} holds {what}{module}, written by the "{record.get("phase")}" phase of '
-                f'layout {record.get("layout")}; expected {_CONTENTS[holds][0]}{hint}')
-        layout = record.get('layout') or []
-        if holds == 'meta' and num_modules is not None and len(layout) != num_modules:
-            raise CheckpointError(f'checkpoint {path} is a meta model of {len(layout)} modules (layout {layout}), '
-                                  f'the config asks for {num_modules}')
+                f'checkpoint {path} holds {what}{module}, written by the "{tag.phase}" phase of '
+                f'layout {list(tag.layout)}; expected {_CONTENTS[holds][0]}{hint}')
+        if holds == 'meta' and num_modules is not None and len(tag.layout) != num_modules:
+            raise CheckpointError(f'checkpoint {path} is a meta model of {len(tag.layout)} modules (layout '
+                                  f'{list(tag.layout)}), the config asks for {num_modules}')
     state_dict = {key[len(prefix):]: value for key, value in checkpoint['state_dict'].items()
                   if key.startswith(prefix)}
     state_dict.update({key: reference[key] for key in resizable if key in state_dict and key in reference})
@@ -308,4 +314,5 @@ def load_fitting(path: str | os.PathLike, reference: Mapping[str, object], holds
         check_state_dict(state_dict, reference, source=f'checkpoint {path}' + (f' (keys {prefix}*)' if prefix else ''))
     except LayoutError as error:
         raise CheckpointError(str(error)) from error
+    check_finite(state_dict, f'checkpoint {path}')
     return checkpoint

@@ -28,8 +28,9 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import META_KEY, CheckpointError, check_output, read_torch_file, save_atomic
+from .checkpoint import CheckpointError, check_finite, check_output, read_torch_file, save_atomic
 from .layout import VIT_NAMING, BlockNaming, LayoutError, ModuleLayout, check_state_dict
+from .tags import Tag
 
 #: The official (timm) key space; stem and tail prefixes decide which stage may hold a key.
 OFFICIAL_NAMING = BlockNaming(name='official', block_key='blocks.{block}.',
@@ -291,8 +292,9 @@ def convert_official(src: str | os.PathLike, meta: bool = False, module_depths: 
             looks_meta = not meta and file_depths is not None and len(file_depths) > 1 and set(file_depths) == {1}
             raise CheckpointError(str(error) + ('; the file has one block per stage, like a meta model: '
                                                 'pass --meta (meta=True)' if looks_meta else '')) from error
-    record = dict(phase='meta' if meta else 'assemble', **layout.tag(), source=str(src))
-    return dict(meta={META_KEY: record}, state_dict=state)
+    check_finite(state, f'official checkpoint {src}')
+    tag = Tag.of_layout('meta' if meta else 'assemble', layout.tag(), extra=dict(source=str(src)))
+    return dict(meta=tag.meta(), state_dict=state)
 
 
 def convert_official_file(src: str | os.PathLike, dst: str | os.PathLike, **kwargs) -> Path:

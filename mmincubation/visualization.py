@@ -5,14 +5,9 @@ from pathlib import Path
 
 from .checkpoint import write_atomic
 from .engine.runner.records import load_records
+from .phases import Phase
 
 METRIC = 'accuracy/top1'
-
-
-def _curve_name(record: dict) -> str:
-    if record['phase'] == 'incubate':
-        return f'module {record["module"]}'
-    return {'meta': 'meta model', 'finetune': 'fine-tune', 'e2e': 'end-to-end'}[record['phase']]
 
 
 def accuracy_curves(work_dir: str | Path) -> dict[str, list[tuple[float, float]]]:
@@ -31,10 +26,12 @@ def accuracy_curves(work_dir: str | Path) -> dict[str, list[tuple[float, float]]
     curves: dict[str, list[tuple[float, float]]] = {}
     spent = 0.0
     for record in load_records(work_dir):
-        offset = 0.0 if record['phase'] == 'e2e' else spent  # each record holds its own phase's cost
-        curves[_curve_name(record)] = [(entry['cost'] + offset, entry['metrics'][METRIC])
-                                       for entry in record['history'] if METRIC in entry['metrics']]
-        if record['phase'] != 'e2e':
+        phase = Phase(record['phase'], record['module'])
+        incubation = phase.spec.method == 'incubation'
+        offset = spent if incubation else 0.0  # each record holds its own phase's cost
+        curves[phase.label] = [(entry['cost'] + offset, entry['metrics'][METRIC])
+                               for entry in record['history'] if METRIC in entry['metrics']]
+        if incubation:
             spent += record['cost']
     return curves
 

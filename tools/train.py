@@ -35,6 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help='incubation phases to run (default: meta incubate assemble finetune; '
                              '"all" adds the e2e baseline)')
     parser.add_argument('--module', type=int, nargs='+', help='incubate only these module indices')
+    parser.add_argument('--retrain', nargs='+', choices=PHASES,
+                        help='set these phases\' runs and products aside (in <work dir>/replaced/), with every '
+                             'phase made from them, and train them again')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume a plain config from this checkpoint, or the latest one in work_dir '
                              '(incubation phases always resume when interrupted)')
@@ -72,8 +75,10 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
             cfg.incubation.phases = list(PHASES) if 'all' in args.phase else args.phase
         if args.module is not None:
             cfg.incubation.modules = args.module
-    elif args.phase or args.module is not None:
-        raise SystemExit(f'{args.config} has no `incubation` section: --phase/--module do not apply')
+        if args.retrain:
+            cfg.incubation.retrain = args.retrain
+    elif args.phase or args.module is not None or args.retrain:
+        raise SystemExit(f'{args.config} has no `incubation` section: --phase/--module/--retrain do not apply')
     return cfg
 
 

@@ -11,6 +11,12 @@ configs of ``configs/downstream/`` refer to their few user settings (``checkpoin
 * ``'${len(name)}'`` by its length (``num_classes='${len(classes)}'``);
 * ``'${name}'`` inside a longer string by ``str(value)`` (``ann_file='${data_root}annotations/val.json'``).
 
+A setting of :data:`SETTINGS` is checked when a placeholder first names it, so a value of the wrong type or
+range (``image_size = '128'``, ``classes = ()``, ``max_iters = 2.5``) stops in one line naming the setting, the
+value and what it needs, not deep in mmdet / torch; ``data_root`` is a folder: a missing trailing ``/`` is
+added. :class:`DownstreamRunner` also checks that the ``classes`` of COCO-style data sets are the categories of
+their annotation files (:func:`check_classes_match_annotations`).
+
 :class:`DownstreamRunner` (the configs' ``runner_type``) resolves them before anything is built, so stock
 mmdet / mmseg ``tools/train.py`` and ``tools/test.py`` (which build a config's ``runner_type``) and ours
 train exactly what the final config says. Code that builds from such a config itself calls
@@ -19,9 +25,15 @@ train exactly what the final config says. Code that builds from such a config it
 from __future__ import annotations
 
 import copy
+import json
+import mmap
+import os.path as osp
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
+from mmcv.image.io import imread_flags
 from mmengine.config import Config, ConfigDict
 from mmengine.runner import Runner
 
@@ -33,32 +45,116 @@ PLACEHOLDER = re.compile(r'\$\{(?:len\((?P<len>[A-Za-z_][\w.]*)\)|(?P<name>[A-Za
 
 
 class SettingError(KeyError):
-    """A placeholder names no top-level setting of the config, or settings refer to each other in a cycle."""
+    """A placeholder names no top-level setting of the config, settings refer to each other in a cycle, a setting
+    has a value of the wrong type or range, or the classes are not the categories of the annotation file."""
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _numbers(value: object, positive: bool = False) -> bool:
+    return (isinstance(value, (list, tuple)) and len(value) > 0
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and (v > 0 or not positive)
+                    for v in value))
+
+
+def _class_names(value: object) -> bool:
+    return (isinstance(value, (list, tuple)) and len(value) > 0 and len(set(value)) == len(value)
+            and all(isinstance(name, str) and name.strip() for name in value))
+
+
+def _path(value: object) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+COCO_METRICS = ('bbox', 'segm', 'proposal', 'proposal_fast')
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What one setting needs: ``accepts(value)`` says whether a value is valid, ``needs`` says so in words (for
+    the message), ``normalize`` (if any) turns an accepted value into the one the config uses."""
+
+    needs: str
+    accepts: Callable[[object], bool]
+    normalize: Callable[[object], object] | None = None
+
+
+#: Every user setting of the configs of ``configs/downstream/``: checked (and normalized) when a placeholder first
+#: names it. A new setting is one row.
+SETTINGS: dict[str, Setting] = {
+    'checkpoint': Setting('a non-empty path string (the classifier whose backbone.* weights are loaded)', _path),
+    'classes': Setting("a non-empty tuple or list of distinct, non-empty class-name strings, e.g. ('Tree', )",
+                       _class_names),
+    'coco_metric': Setting(f'a non-empty list of {", ".join(map(repr, COCO_METRICS))}',
+                           lambda v: isinstance(v, (list, tuple)) and len(v) > 0
+                           and all(isinstance(m, str) and m in COCO_METRICS for m in v)),
+    'color_type': Setting(f'one of {", ".join(map(repr, imread_flags))} (mmcv\'s imread flags)',
+                          lambda v: isinstance(v, str) and v in imread_flags),
+    'data_root': Setting("a non-empty folder path string ('./' for the working directory; a missing trailing / is "
+                         'added)', _path, lambda v: v if v.endswith('/') else v + '/'),
+    'image_size': Setting('a positive int, px: the side of the square input (an (h, w) pair is not supported: the '
+                          'configs use the one side for both)', _positive_int),
+    'img_scale': Setting('a (w, h) pair of positive ints, px', lambda v: isinstance(v, (list, tuple))
+                         and len(v) == 2 and all(map(_positive_int, v))),
+    'in_channels': Setting('the int 1 (grey images) or 3 (RGB)', lambda v: _positive_int(v) and v in (1, 3)),
+    'max_iters': Setting('a positive int (training iterations)', _positive_int),
+    'mean': Setting('a non-empty list of numbers, one per image channel', _numbers),
+    'pad_size': Setting('a positive int, px', _positive_int),
+    'std': Setting('a non-empty list of positive numbers, one per image channel',
+                   lambda v: _numbers(v, positive=True)),
+    'warmup_iters': Setting('a positive int (warm-up iterations)', _positive_int),
+    'with_mask': Setting('True or False', lambda v: isinstance(v, bool)),
+}
+
+
+def check_setting(name: str, value: object) -> object:
+    """``value`` of the setting ``name`` as the config uses it (``data_root`` ends in ``/``); a name without a
+    row in :data:`SETTINGS` is returned as it is.
+
+    Raises:
+        SettingError: one line naming the setting, the value and what it needs.
+    """
+    setting = SETTINGS.get(name)
+    if setting is None:
+        return value
+    if not setting.accepts(value):
+        raise SettingError(f'setting {name} = {value!r}: needs {setting.needs}')
+    return setting.normalize(value) if setting.normalize else value
 
 
 def resolve_settings(cfg: Config) -> Config:
     """Replace every placeholder of ``cfg`` (see the module docstring) by its setting's value, in place.
 
     Settings may themselves hold placeholders (``metainfo = dict(classes='${classes}')``); they are
-    resolved first. Configs without placeholders are returned unchanged.
+    resolved first. A setting of :data:`SETTINGS` that a placeholder names is checked (:func:`check_setting`),
+    and the config's top-level value becomes the normalized one. Configs without placeholders are returned
+    unchanged.
 
     Raises:
         SettingError: naming the field (``model.backbone.img_size``) and the missing setting, the cycle, or a
-            ``len`` of something that is not a tuple or list (``classes = ('Tree')`` without its comma).
+            ``len`` of something that is not a tuple or list (``classes = ('Tree')`` without its comma); or
+            naming a setting whose value is of the wrong type or range, and what it needs.
     """
     def lookup(name: str, field: str, seen: tuple[str, ...]) -> object:
         if name in seen:
             raise SettingError(f'{field}: settings refer to each other in a cycle: {" -> ".join(seen + (name, ))}')
+        if name in checked:
+            return checked[name]
         value: object = root
         for part in name.split('.'):
             if not isinstance(value, Mapping) or part not in value:
                 raise SettingError(f'{field}: "${{{name}}}" names no setting of the config: set `{name}` '
                                    'at its top level (or with --cfg-options)')
             value = value[part]
-        return resolve(value, name, seen + (name, ))
+        value = resolve(value, name, seen + (name, ))
+        if name in SETTINGS:
+            checked[name] = value = check_setting(name, value)
+        return value
 
     def substitute(text: str, field: str, seen: tuple[str, ...]) -> object:
         whole = PLACEHOLDER.fullmatch(text)
@@ -83,22 +179,114 @@ def resolve_settings(cfg: Config) -> Config:
         return value
 
     root = {key: cfg[key] for key in cfg.keys()}
+    checked: dict[str, object] = {}  # the settings of SETTINGS looked up so far, checked and normalized
     for key, value in root.items():  # resolve() builds new containers: no two fields share one object
         cfg[key] = resolve(value, key, ())
+    for key, value in checked.items():
+        cfg[key] = copy.deepcopy(value)
     return cfg
+
+
+def coco_category_names(path: str | Path) -> list[str] | None:
+    """The category names of a COCO annotation file, in the file's order; None when it has no ``categories``
+    list (or is no JSON).
+
+    Cheap for the big files: the last ``"categories":`` key (COCO writes it last) is decoded alone, without the
+    images and annotations; only a file where that fails is parsed whole.
+    """
+    def names(categories: object) -> list[str] | None:
+        if isinstance(categories, list) and all(isinstance(c, Mapping) and isinstance(c.get('name'), str)
+                                                for c in categories):
+            return [c['name'] for c in categories]
+        return None
+
+    try:
+        with open(path, 'rb') as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            key = data.rfind(b'"categories"')
+            start = key + len(b'"categories"')
+            colon = re.match(rb'\s*:\s*', data[start:start + 64]) if key >= 0 else None
+            tail = data[start + colon.end():].decode() if colon else ''
+        found = names(json.JSONDecoder().raw_decode(tail)[0])
+        if found is not None:
+            return found
+    except ValueError:  # an empty file (mmap), not JSON from there on: parsed whole
+        pass
+    try:
+        whole = json.loads(Path(path).read_bytes())
+    except ValueError:
+        return None
+    return names(whole.get('categories')) if isinstance(whole, Mapping) else None
+
+
+def _datasets(dataset: object, field: str) -> Iterator[tuple[str, Mapping]]:
+    """``(field, dataset config)`` of ``dataset`` and the data sets it wraps (``dataset`` / ``datasets``)."""
+    if not isinstance(dataset, Mapping):
+        return
+    yield field, dataset
+    yield from _datasets(dataset.get('dataset'), f'{field}.dataset')
+    for index, inner in enumerate(dataset.get('datasets') or ()):
+        yield from _datasets(inner, f'{field}.datasets[{index}]')
+
+
+def check_classes_match_annotations(cfg: Config) -> None:
+    """Refuse data sets whose ``metainfo.classes`` are not the categories of their COCO annotation file.
+
+    mmdet's CocoDataset and CocoMetric keep the file's categories whose names are in ``classes`` and number
+    them in the file's order: a class missing from the file, a file category missing from ``classes`` (its boxes
+    are dropped) or another order (each label gets another class's name) all train and evaluate without a word.
+    Checked for the data sets of the train / val / test dataloaders (and those they wrap) that have
+    ``metainfo.classes`` and an existing ``.json`` ``ann_file`` with a ``categories`` list (read alone:
+    :func:`coco_category_names`). ``cfg`` must have its settings filled in (:func:`resolve_settings`).
+
+    Raises:
+        SettingError: naming the annotation file, the field of the classes and the difference.
+    """
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        if not isinstance(cfg.get(loader), Mapping):
+            continue
+        for field, dataset in _datasets(cfg[loader].get('dataset'), f'{loader}.dataset'):
+            classes, ann_file = (dataset.get('metainfo') or {}).get('classes'), dataset.get('ann_file')
+            if not isinstance(classes, (list, tuple)) or not isinstance(ann_file, str) or \
+                    not ann_file.endswith('.json'):
+                continue
+            path = osp.join(dataset.get('data_root') or '', ann_file)
+            names = coco_category_names(path) if osp.isfile(path) else None
+            if names is None or names == list(classes):
+                continue
+            where = (f'{path}: the categories of this annotation file are not the setting classes '
+                     f'({field}.metainfo.classes)')
+            missing = [name for name in classes if name not in names]
+            extra = [name for name in names if name not in classes]
+            if missing or extra:
+                raise SettingError(where + ': ' + '; '.join(
+                    part for part in (f'not in the file: {_some(missing)}' if missing else '',
+                                      f'in the file, not in classes: {_some(extra)}' if extra else '') if part))
+            index = next((i for i, (a, b) in enumerate(zip(names, classes)) if a != b), min(len(names), len(classes)))
+            raise SettingError(f'{where}: the same names in another order (first at position {index}: the file has '
+                               f'{_some(names[index:index + 1])}, classes {_some(list(classes)[index:index + 1])}); '
+                               f"mmdet numbers the labels in the file's order: write classes as {_some(names)}")
+
+
+def _some(names: list[str], limit: int = 10) -> str:
+    """``names`` in a message: the first ``limit`` of them, and how many there are in all."""
+    shown = ', '.join(map(repr, names[:limit]))
+    return shown if len(names) <= limit else f'{shown}, ... ({len(names)} in all)'
 
 
 @RUNNERS.register_module()
 class DownstreamRunner(Runner):
     """MMEngine's ``Runner`` for the configs of ``configs/downstream/``.
 
-    Before building anything, :meth:`from_cfg` fills in the settings (:func:`resolve_settings`, on a copy)
-    and checks that the backbone's ``Pretrained`` checkpoint exists and fits the backbone
-    (:func:`~mmincubation.engine.runner.fit_checks.check_pretrained_backbone`); then it is MMEngine's Runner.
+    Before building anything, :meth:`from_cfg` fills in and checks the settings (:func:`resolve_settings`, on a
+    copy), checks that the classes are the categories of the COCO annotation files
+    (:func:`check_classes_match_annotations`) and that the backbone's ``Pretrained`` checkpoint exists and fits
+    the backbone (:func:`~mmincubation.engine.runner.fit_checks.check_pretrained_backbone`); then it is
+    MMEngine's Runner.
     """
 
     @classmethod
     def from_cfg(cls, cfg: Config) -> Runner:
         cfg = resolve_settings(copy.deepcopy(cfg))
+        check_classes_match_annotations(cfg)
         check_pretrained_backbone(cfg)
         return super().from_cfg(cfg)

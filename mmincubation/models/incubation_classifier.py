@@ -4,7 +4,7 @@ from __future__ import annotations
 from mmpretrain.models import ImageClassifier
 
 from ..backbones import backbone_adapter
-from ..checkpoint import CheckpointError, incubation_meta, load_weights
+from ..checkpoint import CheckpointError, check_finite, incubation_meta, load_weights
 from ..layout import LayoutError, ModuleLayout, check_state_dict, convert_state_dict, grown_module, layout_from_tag
 from ..registry import MODELS
 
@@ -72,8 +72,8 @@ class IncubationClassifier(ImageClassifier):
         """Copy every module but the target from a meta-pretraining checkpoint (with
         ``module_init='meta'``, the target's meta block, stem or tail too, see the class docs)."""
         checkpoint = load_weights(path)
-        record = incubation_meta(checkpoint, path, phase='meta')
-        recorded = layout_from_tag(record)
+        recorded = layout_from_tag(incubation_meta(checkpoint, path, phase='meta').to_dict())
+        check_finite(checkpoint['state_dict'], f'meta checkpoint {path}')
         if recorded.naming != self.full_layout.naming:
             raise CheckpointError(f'meta checkpoint {path} is a meta model of a {recorded.naming.name} backbone, '
                                   f'the config has a {self.full_layout.naming.name} backbone')

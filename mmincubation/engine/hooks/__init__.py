@@ -1,5 +1,6 @@
 from .export_weights_hook import ExportWeightsHook
+from .finite_loss_hook import FiniteLossHook, TrainingDiverged
 from .phase_record_hook import PhaseRecordHook
 from .random_state_hook import RandomStateHook
 
-__all__ = ['ExportWeightsHook', 'PhaseRecordHook', 'RandomStateHook']
+__all__ = ['ExportWeightsHook', 'FiniteLossHook', 'PhaseRecordHook', 'RandomStateHook', 'TrainingDiverged']

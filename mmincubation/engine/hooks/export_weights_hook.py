@@ -2,55 +2,88 @@
 from __future__ import annotations
 
 from mmengine.dist import master_only
-from mmengine.hooks import Hook
+from mmengine.hooks import EMAHook, Hook
 from mmengine.model import is_model_wrapper
 
-from ...checkpoint import HOLDS_BY_PHASE, META_KEY, save_atomic
+from ...checkpoint import check_finite, save_atomic
+from ...phases import PHASE_TABLE
 from ...registry import HOOKS
+from ...tags import META_KEY, Tag
 
 
 @HOOKS.register_module()
 class ExportWeightsHook(Hook):
-    """Save the trained weights, tagged with their phase and layout, to ``work_dir/filename``.
+    """Save the trained weights, tagged (:class:`~mmincubation.tags.Tag`), to ``work_dir/filename``.
 
     A hybrid (:class:`~mmincubation.models.IncubationClassifier`) exports only its target module,
     keyed as in the full model; any other model exports its whole state dict. The file is written
-    atomically, so its existence marks the phase as finished.
+    atomically, so a product is whole or absent; weights with NaN or Inf are refused
+    (:func:`~mmincubation.checkpoint.check_finite`), nothing is written.
+
+    With MMEngine's ``EMAHook`` in the run, the product is the averaged (EMA) model, the one every
+    validation scored: it is copied into the model when training ends, so the phase's test scores
+    it too, and the tag says ``weights='ema'``.
 
     The phase's intermediate checkpoints (MMEngine's ``epoch_N.pth``) get the same tag under
-    ``meta.mmincubation``, with ``holds='hybrid'`` for an incubation's, so that no tool mistakes a
-    half-trained hybrid or meta model for the full model.
+    ``meta.mmincubation``, holding what the phase's row says of them (``'hybrid'`` for an
+    incubation's), so that no tool mistakes a half-trained hybrid or meta model for the full model;
+    a checkpoint of non-finite weights is refused before it is written.
+
+    The tag's ``recipe`` is read from the run's config when training starts
+    (:func:`~mmincubation.engine.runner.phase_config.recipe_fingerprint`); a ``fingerprint`` given in
+    ``tag`` (what the runner expects) must equal it.
+
+    Args:
+        filename: the product's file name in the run's work dir.
+        tag: the product's tag as a dict (:meth:`Tag.to_dict`): phase, layout, module, fingerprint, inputs.
+
+    Raises:
+        RuntimeError: the run's recipe is not the one the runner derived (a fingerprint mismatch).
     """
 
     priority = 'LOWEST'  # after the CheckpointHook wrote its last checkpoint
 
-    def __init__(self, filename: str, phase: str, layout: dict) -> None:
+    def __init__(self, filename: str, tag: dict) -> None:
         self.filename = filename
-        self.phase = phase
-        self.layout = dict(layout)  # ModuleLayout.tag() of the full model: depths, backbone kind, stages
+        self.tag = Tag.from_dict(tag)
 
-    def _record(self, model, holds: str) -> dict:
-        record = dict(phase=self.phase, **self.layout, holds=holds)
-        if hasattr(model, 'target_module'):
-            record['module'] = model.target_module
-        return record
+    def before_train(self, runner) -> None:
+        from ..runner.phase_config import recipe_fingerprint  # here: the runner package imports the hooks
+        recipe, fingerprint = recipe_fingerprint(runner.cfg)
+        if self.tag.fingerprint and fingerprint != self.tag.fingerprint:
+            raise RuntimeError(f'the {self.tag.phase} run\'s config (fingerprint {fingerprint[:12]}) is not the recipe '
+                               f'the runner derived ({self.tag.fingerprint[:12]}): a setting outside the recipe '
+                               'changed what the phase trains')
+        self.tag = self.tag.with_(recipe=recipe, fingerprint=fingerprint)
 
     @staticmethod
     def _model(runner):
         return runner.model.module if is_model_wrapper(runner.model) else runner.model
 
+    @staticmethod
+    def _ema_hook(runner) -> EMAHook | None:
+        return next((hook for hook in runner.hooks if isinstance(hook, EMAHook)), None)
+
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        holds = 'hybrid' if self.phase == 'incubate' else HOLDS_BY_PHASE[self.phase]
-        checkpoint.setdefault('meta', {})[META_KEY] = self._record(self._model(runner), holds)
+        check_finite(checkpoint['state_dict'], f'the {self.tag.phase} phase\'s checkpoint at iteration {runner.iter}')
+        holds = PHASE_TABLE[self.tag.phase].checkpoint_holds
+        checkpoint.setdefault('meta', {})[META_KEY] = self.tag.with_(holds=holds).to_dict()
+
+    def after_train(self, runner) -> None:
+        ema = self._ema_hook(runner)
+        model = self._model(runner)
+        if ema is not None:  # every rank: the EMA weights become the model's, for the test and the export
+            model.load_state_dict(ema.ema_model.module.state_dict())
+        self._export(runner, model, 'ema' if ema is not None else 'raw')
 
     @master_only
-    def after_train(self, runner) -> None:
-        model = self._model(runner)
+    def _export(self, runner, model, weights: str) -> None:
         if hasattr(model, 'export_module'):
             state_dict = model.export_module()
         else:
             state_dict = {key: value.detach().cpu() for key, value in model.state_dict().items()}
-        meta = {META_KEY: self._record(model, HOLDS_BY_PHASE[self.phase]),
-                'dataset_meta': getattr(model, 'dataset_meta', None) or {}}
-        path = save_atomic(dict(meta=meta, state_dict=state_dict), f'{runner.work_dir}/{self.filename}')
-        runner.logger.info(f'{self.phase} phase exported {len(state_dict)} tensors to {path}')
+        path = f'{runner.work_dir}/{self.filename}'
+        check_finite(state_dict, f'the {self.tag.phase} phase\'s product {path} (not written)')
+        meta = self.tag.with_(weights=weights).meta(dataset_meta=getattr(model, 'dataset_meta', None) or {})
+        save_atomic(dict(meta=meta, state_dict=state_dict), path)
+        runner.logger.info(f'{self.tag.phase} phase exported {len(state_dict)} tensors ({weights} weights) to {path}')

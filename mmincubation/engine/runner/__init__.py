@@ -1,5 +1,5 @@
+from ...phases import PHASES, Phase
 from .incubation_runner import IncubationRunner
 from .phase_config import build_layout, phase_recipe
-from .phases import PHASES, Phase
 
 __all__ = ['IncubationRunner', 'PHASES', 'Phase', 'build_layout', 'phase_recipe']

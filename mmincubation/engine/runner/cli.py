@@ -13,6 +13,9 @@ from ...checkpoint import CheckpointError
 from ...launcher import RendezvousError
 from ...layout import LayoutError
 from ..downstream import SettingError, resolve_settings
+from ..hooks import TrainingDiverged
+from .phase_config import RecipeError
+from .phase_lock import PhaseLocked
 
 P = ParamSpec('P')
 R = TypeVar('R')
@@ -44,9 +47,10 @@ def load_config(args: argparse.Namespace, *subdirs: str, keep_work_dir: bool = F
 
 
 def exit_on_bad_input(main: Callable[P, R]) -> Callable[P, R]:
-    """Turn a bad file or config (:class:`CheckpointError`, :class:`LayoutError`, :class:`SettingError`: a
-    downstream placeholder that names no setting) or a rendezvous that cannot happen (:class:`RendezvousError`:
-    port taken, ranks missing) into a one-line exit.
+    """Turn a bad file or config (:class:`CheckpointError`, :class:`LayoutError`, :class:`RecipeError`,
+    :class:`SettingError`: a downstream placeholder that names no setting), a phase another process is
+    writing (:class:`PhaseLocked`), a diverged phase (:class:`TrainingDiverged`) or a rendezvous that
+    cannot happen (:class:`RendezvousError`: port taken, ranks missing) into a one-line exit.
 
     The message already names the file or port and what was expected; a traceback would only bury it.
     """
@@ -54,6 +58,7 @@ def exit_on_bad_input(main: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return main(*args, **kwargs)
-        except (CheckpointError, LayoutError, RendezvousError, SettingError) as error:
+        except (CheckpointError, LayoutError, PhaseLocked, RecipeError, RendezvousError, SettingError,
+                TrainingDiverged) as error:
             raise SystemExit(f'error: {error}') from error
     return wrapper

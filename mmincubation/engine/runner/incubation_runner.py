@@ -3,22 +3,27 @@ from __future__ import annotations
 
 import gc
 import json
+import os
+import re
 import time
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from mmengine.config import Config
-from mmengine.dist import barrier, is_main_process
+from mmengine.dist import barrier, broadcast_object_list, is_main_process
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
-from ...assemble import assemble
-from ...checkpoint import CheckpointError, load_fitting
+from ...assemble import assemble, module_inputs
+from ...checkpoint import CheckpointError, file_digest, load_fitting, read_torch_file
 from ...layout import ModuleLayout
+from ...phases import PHASE_TABLE, PHASES, TESTED, Phase
 from ...registry import RUNNERS
+from ...tags import Tag
 from .fit_checks import full_model_shapes
-from .phase_config import build_layout, phase_layout, phase_recipe
-from .phases import PHASES, TESTED, Phase
+from .phase_config import build_layout, check_resumable, phase_layout, phase_recipe, recipe_fingerprint
+from .phase_lock import PhaseLock, PhaseLocked
 from .records import format_summary, write_record
 
 DEFAULT_PHASES = ('meta', 'incubate', 'assemble', 'finetune')
@@ -27,15 +32,52 @@ PRETRAINED_META = 'pretrained_meta.pth'
 
 
 def phase_hooks(layout: ModuleLayout, phase: str, module: int | None = None,
-                pretrained: dict | None = None) -> list[dict]:
-    """The hooks every phase run gets: its record (cost in the blocks of the network it trains; what a meta
-    model made of a pretrained network came from), the export of its tagged product and the random state
-    kept in its checkpoints."""
-    return [dict(type='mmincubation.PhaseRecordHook', phase=phase, module=module,
+                pretrained: dict | None = None, tag: Tag | None = None) -> list[dict]:
+    """The hooks every phase run gets: a stop at the first non-finite loss, its record (cost in the blocks of
+    the network it trains; what a meta model made of a pretrained network came from), the export of its
+    tagged product (``tag``, default: layout and phase only; the hook adds the recipe itself, from the run's
+    config) and the random state kept in its checkpoints."""
+    tag = tag or Tag.of_layout(phase, layout.tag(), module=module)
+    return [dict(type='mmincubation.FiniteLossHook', phase=str(Phase(phase, module))),
+            dict(type='mmincubation.PhaseRecordHook', phase=phase, module=module,
                  num_blocks=phase_layout(layout, phase, module).total_depth, pretrained=pretrained),
-            dict(type='mmincubation.ExportWeightsHook', filename=Phase(phase, module).product_name, phase=phase,
-                 layout=layout.tag()),
+            dict(type='mmincubation.ExportWeightsHook', filename=Phase(phase, module).product_name,
+                 tag=tag.with_(recipe=None).to_dict()),
             dict(type='mmincubation.RandomStateHook')]
+
+
+#: MMEngine's checkpoint files in a phase's work dir, numbered by epoch or iteration.
+_CHECKPOINT = re.compile(r'(epoch|iter)_(\d+)\.pth$')
+
+
+def _whole(path: Path) -> bool:
+    """Whether ``path`` is a complete torch zip archive (a truncated one lacks its central directory)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith('/data.pkl') for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def resume_checkpoint(work_dir: Path) -> tuple[str | None, str]:
+    """The checkpoint an interrupted phase resumes from, and what was done to find it (for the log).
+
+    ``last_checkpoint`` names it (MMEngine writes that file in place: a full disk can leave it empty, and
+    a checkpoint it names can be truncated or gone). When it does not name a whole checkpoint, the newest
+    whole ``epoch_N.pth`` / ``iter_N.pth`` of the folder is used; with none, the phase starts again.
+    """
+    last = work_dir / 'last_checkpoint'
+    if not last.exists():
+        return None, ''
+    named = last.read_text().strip() if last.is_file() else ''
+    if named and Path(named).is_file() and _whole(Path(named)):
+        return named, ''
+    found = sorted((int(m.group(2)), path) for path in work_dir.iterdir() if (m := _CHECKPOINT.match(path.name)))
+    why = f'{last} is empty' if not named else f'{last} names {named}, which is missing or truncated'
+    for _, path in reversed(found):
+        if _whole(path):
+            return str(path), f'{why}: resuming from {path}, the newest whole checkpoint'
+    return None, f'{why} and no whole checkpoint is left: the phase starts again'
 
 
 @RUNNERS.register_module()
@@ -63,6 +105,11 @@ class IncubationRunner:
         for module in self.modules:
             self.layout.hybrid(module)  # validates the index
         self.work_dir = Path(cfg.work_dir)
+        self.retrain = list((cfg.get('incubation') or {}).get('retrain') or [])
+        unknown = [phase for phase in self.retrain if phase not in PHASES]
+        if unknown:
+            raise ValueError(f'incubation.retrain: unknown phases {unknown}; choose from {PHASES}')
+        self._digests: dict[tuple, str] = {}
 
     @classmethod
     def from_cfg(cls, cfg: Config) -> IncubationRunner:
@@ -73,6 +120,8 @@ class IncubationRunner:
         return Phase(phase, module).product(self.work_dir)
 
     def train(self) -> None:
+        if self.retrain:
+            self.set_aside()
         for phase in self.phases:
             if phase == 'assemble':
                 self.assemble()
@@ -98,15 +147,93 @@ class IncubationRunner:
         return phase in TESTED and bool(self.cfg.get('test_dataloader')) and self.cfg.get('test_cfg') is not None
 
     def finished(self, phase: str, module: int | None = None) -> bool:
-        """A phase is finished when its product exists and, for a tested phase, its record holds the test.
+        """A phase is finished when its product exists and fits, and, for a tested phase, its record holds the test.
 
-        A run killed between writing the product and testing it is rerun: it resumes from its last
+        Fits: the product's tag (:meth:`Tag.misfit`) equals the one this config would write: contents,
+        backbone and layout, module, the recipe's fingerprint and the digests of the input files now on
+        disk. A run killed between writing the product and testing it is rerun: it resumes from its last
         checkpoint (the final epoch), so it trains no further, writes the same product and tests it.
+
+        Raises:
+            CheckpointError: the product exists but does not fit: naming it, the first difference and how
+                to go on (another work dir, or ``--retrain`` of the phase and every phase made from it).
         """
-        if not self.product(phase, module).is_file():
+        product = self.product(phase, module)
+        if not product.is_file():
             return False
-        record = self.product(phase, module).parent / 'phase_record.json'
+        self.check_fits(product, self.expected_tag(phase, module), Phase(phase, module))
+        record = product.parent / 'phase_record.json'
         return not self._tested(phase) or (record.is_file() and bool(json.loads(record.read_text())['test_metrics']))
+
+    def check_fits(self, path: Path, expected: Tag, phase: Phase, what: str = '') -> None:
+        """Refuse ``path`` when its tag differs from ``expected`` (see :meth:`finished`)."""
+        try:
+            tag = Tag.of_checkpoint(read_torch_file(path, mmap=True))
+        except (KeyError, TypeError, ValueError) as error:  # CheckpointError is a ValueError too
+            raise CheckpointError(f'{path} cannot be read as the {phase} phase\'s {what or "product"}: '
+                                  f'{error}') from error
+        misfit = 'it has no mmincubation tag' if tag is None else tag.misfit(expected)
+        if misfit:
+            raise CheckpointError(
+                f'{path} does not fit this config ({misfit}): use another --work-dir, or --retrain '
+                f'{phase.name} to set it and every phase made from it aside and train them again')
+
+    def _digest(self, path: Path) -> str:
+        """sha256 of ``path``, remembered while its size and modification time stay the same."""
+        if not path.is_file():
+            return 'missing'
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        if key not in self._digests:
+            self._digests[key] = file_digest(path)
+        return self._digests[key]
+
+    def input_digests(self, phase: str, module: int | None = None) -> dict[str, str]:
+        """``{file name: sha256}`` of the files ``phase`` is made from, as they are on disk now."""
+        if phase == 'assemble':
+            return module_inputs([self.product('incubate', k) for k in range(self.layout.num_modules)])
+        inputs = {made_from.product_name: self._digest(made_from.product(self.work_dir))
+                  for made_from in Phase(phase, module).inputs(self.layout.num_modules)}
+        if phase == 'meta' and self.meta_from:
+            inputs['pretrained'] = self._digest(Path(self.meta_from['checkpoint']))
+        load_from = (self.cfg.get('incubation') or {}).get(phase, {}).get('load_from') or \
+            (self.cfg.get('load_from') if phase in ('meta', 'e2e') else None)
+        if load_from:
+            inputs['load_from'] = self._digest(Path(load_from))
+        return inputs
+
+    def expected_tag(self, phase: str, module: int | None = None) -> Tag:
+        """The tag this config writes on ``phase``'s product (:class:`~mmincubation.tags.Tag`)."""
+        fields = dict(module=module, inputs=self.input_digests(phase, module))
+        adopted = phase == 'meta' and self.meta_from and not self.meta_from.get('warmup')
+        if PHASE_TABLE[phase].trains and not adopted:
+            recipe = phase_recipe(self.cfg, phase, module)
+            fields['recipe'], fields['fingerprint'] = recipe_fingerprint(recipe)
+            fields['weights'] = 'ema' if any(str(hook.get('type', '')).endswith('EMAHook')
+                                             for hook in recipe.get('custom_hooks') or []) else 'raw'
+        return Tag.of_layout(phase, self.layout.tag(), **fields)
+
+    def set_aside(self) -> None:
+        """``incubation.retrain`` (``--retrain``): move the named phases' runs and products, and those of every
+        phase made from them, to ``<work dir>/replaced/<time>/`` (nothing is deleted), so they train again."""
+        num_modules = self.layout.num_modules
+        chosen = [Phase(name, module) for name in self.retrain
+                  for module in (self.modules if PHASE_TABLE[name].per_module else [None])]
+        for phase in list(chosen):
+            chosen += [later for later in phase.dependents(num_modules) if later not in chosen]
+        if not is_main_process():
+            barrier()
+            return
+        aside = self.work_dir / 'replaced' / time.strftime('%Y%m%d_%H%M%S')
+        for phase in sorted(chosen, key=lambda p: p.order):
+            spec = phase.spec
+            source = phase.product(self.work_dir) if not spec.work_dir else phase.work_dir(self.work_dir)
+            if source.exists():
+                target = aside / source.relative_to(self.work_dir)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(source, target)
+                print_log(f'--retrain {phase}: {source} set aside in {target}', logger='current')
+        barrier()
 
     def run_config(self, phase: str, module: int | None = None) -> Config:
         """The phase's recipe wired for a run: work dir, resume, inputs, and the record/export/RNG hooks.
@@ -121,7 +248,15 @@ class IncubationRunner:
         stem = Path(self.cfg.filename or 'incubation').stem
         cfg.experiment_name = f'{stem}_{phase}{"" if module is None else f"_module_{module}"}_' \
                               f'{time.strftime("%Y%m%d_%H%M%S")}'
-        cfg.resume = (work_dir / 'last_checkpoint').is_file()
+        check_resumable(cfg, str(Phase(phase, module)))
+        resume_from, why = resume_checkpoint(work_dir)
+        if why:
+            print_log(why, logger='current', level=30)
+        cfg.resume = resume_from is not None
+        tag = self.expected_tag(phase, module)
+        if resume_from:
+            self.check_fits(Path(resume_from), tag.with_(holds=PHASE_TABLE[phase].checkpoint_holds, weights='raw'),
+                            Phase(phase, module), 'checkpoint to resume from')
         if phase == 'incubate':
             cfg.model.meta_checkpoint = self._require('meta')
         pretrained = None
@@ -129,11 +264,12 @@ class IncubationRunner:
             load_from, pretrained = self.make_meta(work_dir / PRETRAINED_META)
         else:
             load_from = self._require('assemble') if phase == 'finetune' else cfg.get('load_from')
-        cfg.load_from = None if cfg.resume else load_from
-        if cfg.load_from:
+        cfg.load_from = resume_from if cfg.resume else load_from
+        if cfg.load_from and not cfg.resume:
             load_fitting(cfg.load_from, full_model_shapes(cfg), holds='meta' if phase == 'meta' else 'full',
                          num_modules=self.layout.num_modules)
-        cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + phase_hooks(self.layout, phase, module, pretrained)
+        cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + phase_hooks(self.layout, phase, module, pretrained,
+                                                                             tag)
         return cfg
 
     @property
@@ -164,31 +300,58 @@ class IncubationRunner:
         print_log(f'meta model made of {self.meta_from["checkpoint"]} (blocks {pretrained["blocks"]}, head '
                   f'{pretrained["head"]}): {path}', logger='current')
 
+    def locked(self, phase: str, module: int | None = None) -> PhaseLock | None:
+        """The lock of ``phase``'s folder, taken on the main process (one writer per phase: :mod:`.phase_lock`);
+        every rank learns whether it was taken, so a refused job stops on all of them."""
+        lock, refused = PhaseLock(Phase(phase, module).lock_file(self.work_dir), str(Phase(phase, module))), ''
+        if is_main_process():
+            try:
+                lock.acquire()
+            except PhaseLocked as error:
+                refused = str(error)
+        shared = [refused]
+        broadcast_object_list(shared)
+        if shared[0]:
+            raise PhaseLocked(shared[0])
+        return lock if is_main_process() else None
+
     def run_phase(self, phase: str, module: int | None = None) -> None:
         product = self.product(phase, module)
         if self.finished(phase, module):
             print_log(f'{Phase(phase, module)} already finished: {product}', logger='current')
             return
-        if phase == 'meta' and self.meta_from and not self.meta_from.get('warmup'):
-            self.adopt_meta()
-            return
-        runner = Runner.from_cfg(self.run_config(phase, module))
-        runner.train()
-        if self._tested(phase):
-            runner.test()
-        del runner
-        gc.collect()
+        lock = self.locked(phase, module)
+        try:
+            if self.finished(phase, module):  # another job finished it while we waited for nothing
+                return
+            if phase == 'meta' and self.meta_from and not self.meta_from.get('warmup'):
+                self.adopt_meta()
+                return
+            runner = Runner.from_cfg(self.run_config(phase, module))
+            runner.train()
+            if self._tested(phase):
+                runner.test()
+            del runner
+            gc.collect()
+        finally:
+            if lock is not None:
+                lock.release()
 
     def assemble(self) -> None:
         out = self.product('assemble')
-        if out.is_file():
+        if self.finished('assemble'):
             print_log(f'assembly already finished: {out}', logger='current')
             return
-        if is_main_process():
-            modules = [self._require('incubate', module) for module in range(self.layout.num_modules)]
-            reference = full_model_shapes(phase_recipe(self.cfg, 'finetune'))
-            assemble(modules, out, reference, self.layout)
-            print_log(f'assembled {len(modules)} modules into {out}', logger='current')
+        lock = self.locked('assemble')
+        try:
+            if is_main_process() and not self.finished('assemble'):
+                modules = [self._require('incubate', module) for module in range(self.layout.num_modules)]
+                reference = full_model_shapes(phase_recipe(self.cfg, 'finetune'))
+                assemble(modules, out, reference, self.layout)
+                print_log(f'assembled {len(modules)} modules into {out}', logger='current')
+        finally:
+            if lock is not None:
+                lock.release()
         barrier()
 
 

@@ -33,12 +33,46 @@ keep the full set. A config may also write the wrapper itself: its ``split``/``n
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 
 from mmengine.config import Config, ConfigDict
 
 from ...backbones import backbone_adapter
 from ...layout import LayoutError, ModuleLayout
-from .phases import PHASES
+from ...phases import PHASES
+
+
+class RecipeError(ValueError):
+    """A phase's settings cannot give what the pipeline promises (e.g. an exact resume); the message names them."""
+
+
+def check_resumable(recipe: Config, phase: str) -> None:
+    """Refuse the loader and checkpoint settings with which an interrupted phase cannot resume exactly.
+
+    * Iteration checkpoints (``default_hooks.checkpoint.by_epoch=False``) in an epoch-based phase: MMEngine's
+      ``EpochBasedTrainLoop`` resumes one by running its whole epoch again (mmengine#1205), training more
+      iterations than the recipe says. Iteration-based phases (``IterBasedTrainLoop``) skip what was trained.
+    * Persistent data-loader workers (``persistent_workers=True``): their random streams go on from epoch to
+      epoch, while a resumed run starts new workers, so random augmentation differs after a resume
+      (mmdetection#4193); workers restarted each epoch restart their streams the same way in both.
+
+    Raises:
+        RecipeError: naming the phase and the setting, and what to set instead.
+    """
+    train_cfg = recipe.get('train_cfg') or {}
+    epoch_based = train_cfg.get('by_epoch', 'max_epochs' in train_cfg) or \
+        str(train_cfg.get('type', '')).endswith('EpochBasedTrainLoop')
+    checkpoint = (recipe.get('default_hooks') or {}).get('checkpoint') or {}
+    if epoch_based and checkpoint.get('by_epoch', True) is False:
+        raise RecipeError(f'the {phase} phase trains by epochs but default_hooks.checkpoint.by_epoch=False: MMEngine '
+                          'resumes an iteration checkpoint by training its whole epoch again; save by epoch, or '
+                          "train by iterations (train_cfg=dict(type='IterBasedTrainLoop', max_iters=...))")
+    loader = recipe.get('train_dataloader') or {}
+    if loader.get('persistent_workers') and loader.get('num_workers', 0) > 0:
+        raise RecipeError(f'the {phase} phase\'s train_dataloader.persistent_workers=True: a resumed run would not '
+                          'repeat the random augmentation of an uninterrupted one; set persistent_workers=False '
+                          '(workers restart each epoch, a few seconds per epoch)')
 
 
 def build_layout(cfg: Config) -> ModuleLayout:
@@ -56,7 +90,10 @@ def build_layout(cfg: Config) -> ModuleLayout:
             raise LayoutError(f'incubation.module_depths {list(depths)} add up to {sum(depths)} blocks '
                               f'but model.backbone has {sum(stages)}')
         return ModuleLayout(depths, adapter.naming, stages)
-    return ModuleLayout.uniform(sum(stages), int(incubation.get('num_modules', 4)), adapter.naming, stages)
+    num_modules = incubation.get('num_modules', 4)
+    if isinstance(num_modules, bool) or not isinstance(num_modules, int) or num_modules < 1:
+        raise LayoutError(f'incubation.num_modules must be a positive whole number, got {num_modules!r}')
+    return ModuleLayout.uniform(sum(stages), num_modules, adapter.naming, stages)
 
 
 def phase_layout(layout: ModuleLayout, phase: str, module: int | None = None) -> ModuleLayout:
@@ -115,3 +152,46 @@ def phase_recipe(cfg: Config, phase: str, module: int | None = None) -> Config:
                      module_init=incubation.get('module_init', 'scratch'))
         _split_for_dmt(recipe, incubation.get('dmt'), module, layout.num_modules)
     return recipe
+
+
+#: Top-level settings of a recipe that do not change what a phase trains: where it writes, how it logs,
+#: how it is launched (left out of its fingerprint).
+UNTRAINED_SETTINGS = ('work_dir', 'launcher', 'log_level', 'log_processor', 'visualizer', 'vis_backends', 'env_cfg',
+                      'experiment_name', 'filename', 'resume', 'load_from', 'custom_imports')
+#: ``default_hooks`` that only log, time, draw or save (the checkpoint interval does not change the weights).
+UNTRAINED_HOOKS = ('logger', 'timer', 'visualization', 'checkpoint')
+#: The hooks the runner wires into every phase (:func:`~.incubation_runner.phase_hooks`): not part of a recipe.
+WIRING_HOOKS = ('mmincubation.FiniteLossHook', 'mmincubation.PhaseRecordHook', 'mmincubation.ExportWeightsHook',
+                'mmincubation.RandomStateHook')
+#: Settings, at any depth, that name files: moving data or a checkpoint does not change a recipe (the files a
+#: phase is made from are recorded by their contents in the tag's ``inputs``).
+PATH_SETTINGS = ('data_root', 'data_prefix', 'ann_file', 'source_root', 'meta_checkpoint', 'checkpoint')
+
+
+def _plain(value: object) -> object:
+    """A config value as JSON-able plain data: dicts, lists, numbers, strings (anything else by ``repr``)."""
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items() if key not in PATH_SETTINGS}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+def recipe_fingerprint(recipe: Config) -> tuple[str, str]:
+    """A phase recipe's canonical JSON (less :data:`UNTRAINED_SETTINGS`, :data:`UNTRAINED_HOOKS`,
+    :data:`WIRING_HOOKS` and :data:`PATH_SETTINGS`) and its sha256: equal for recipes that train the same
+    thing, and the same for a recipe and the run config the runner wires from it."""
+    plain = _plain(recipe.to_dict() if isinstance(recipe, Config) else dict(recipe))
+    for key in UNTRAINED_SETTINGS:
+        plain.pop(key, None)
+    hooks = plain.get('default_hooks') or {}
+    for key in UNTRAINED_HOOKS:
+        hooks.pop(key, None)
+    hooks = [hook for hook in plain.pop('custom_hooks', None) or []
+             if not (isinstance(hook, dict) and hook.get('type') in WIRING_HOOKS)]
+    if hooks:
+        plain['custom_hooks'] = hooks
+    text = json.dumps(plain, sort_keys=True, separators=(',', ':'))
+    return text, hashlib.sha256(text.encode()).hexdigest()

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from ...checkpoint import write_atomic
-from .phases import Phase
+from ...phases import METHODS, PHASE_TABLE, Phase
 
 #: A record written before records named their module (``'incubate_module_2'``) and held the cost of
 #: the phases before them (``cost_offset``); read so that earlier benchmark results stay comparable.
@@ -59,10 +59,9 @@ def method_results(work_dir: str | Path) -> dict[str, dict]:
     E2E) has no record yet is left out.
     """
     records = load_records(work_dir)
-    methods = {'incubation': ([r for r in records if r['phase'] != 'e2e'], 'finetune'),
-               'e2e': ([r for r in records if r['phase'] == 'e2e'], 'e2e')}
     results = {}
-    for name, (phases, final_phase) in methods.items():
+    for name, final_phase in METHODS.items():
+        phases = [r for r in records if PHASE_TABLE[r['phase']].method == name]
         final = [r for r in phases if r['phase'] == final_phase]
         if final:
             pretrained = [r['pretrained'] for r in phases if r.get('pretrained')]
