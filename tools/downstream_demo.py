@@ -8,6 +8,10 @@ checkpoint of ``make demo`` with the same data, schedule and seed, and prints bb
 CocoMetric) and mIoU (mmseg's IoUMetric) side by side. Each training is a plain MMEngine Runner in
 ``work_dirs/downstream_demo/<task>_<backbone>/``; its metrics are saved there (``metrics.json``) and reused on
 a rerun as long as config, checkpoint and data are unchanged (``--force`` retrains).
+
+It writes only into folders it made: a --work-dir that holds anything but its run folders and its results.json,
+or a --data-root that holds files but no data set manifest (one's own COCO set, say), is refused in one line
+before anything is written, and so is a numeric argument out of its range (--max-iters 0, --seed -1).
 """
 from __future__ import annotations
 
@@ -24,16 +28,19 @@ import hashlib  # noqa: E402
 import json  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from mmengine.config import Config  # noqa: E402
 
 import mmincubation  # noqa: E402,F401  (compatibility fixes and registries)
+from mmincubation.checkpoint import write_atomic  # noqa: E402
 from mmincubation.datasets.fashion_mnist import DEBIAN_ROOT  # noqa: E402
 from mmincubation.datasets.pasted_fashion_mnist import (  # noqa: E402
+    MANIFEST,
     PastedDataError,
     PasteParams,
+    check_output_folder,
     make_pasted_fashion_mnist,
     read_manifest,
 )
@@ -53,6 +60,15 @@ METRICS = {'bbox AP': ('det', 'coco/bbox_mAP', 100.), 'segm AP': ('det', 'coco/s
 UPSTREAM = 'work_dirs/incubate_demo_fashion_mnist'
 BACKBONES = {'incubated': f'{UPSTREAM}/finetune/finetuned.pth', 'e2e': f'{UPSTREAM}/e2e/e2e.pth'}
 LABELS = {'incubated': 'Deep Incubation', 'e2e': 'E2E'}
+#: What the demo writes into --work-dir: one folder per run (MMEngine's logs and checkpoints, metrics.json) and
+#: the summary of all runs.
+RUN_DIRS = frozenset(f'{task}_{backbone}' for task in CONFIGS for backbone in BACKBONES)
+RESULTS = 'results.json'
+SUMMARY_KEYS = frozenset({'title', 'table', 'results', 'wall_seconds'})
+#: The range of each numeric argument (None: not given).
+RANGES = {'num_train': ('>= 1', lambda v: v >= 1), 'num_val': ('>= 1', lambda v: v >= 1),
+          'seed': ('>= 0', lambda v: v >= 0), 'max_iters': ('>= 1', lambda v: v is None or v >= 1),
+          'train_seed': ('>= 0', lambda v: v is None or v >= 0)}
 
 
 # ----------------------------------------------------------------------------------------------- config edits
@@ -157,6 +173,51 @@ def run_one(cfg: Config, force: bool = False, hooks: Sequence = ()) -> dict:
     return record
 
 
+# ----------------------------------------------------------------------------------------------- output folders
+
+def _first_foreign(folder: Path, ours: Callable[[Path], bool]) -> str | None:
+    """The first file (or link) under ``folder`` whose path relative to it ``ours`` does not accept; None if none."""
+    for path in sorted(folder.rglob('*')) if folder.is_dir() else ():
+        if (not path.is_dir() or path.is_symlink()) and not ours(path.relative_to(folder)):
+            return path.relative_to(folder).as_posix()
+    return None
+
+
+def _is_summary(path: Path) -> bool:
+    """Whether ``path`` is a results.json the demo wrote."""
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and summary.keys() == SUMMARY_KEYS
+
+
+def check_output_folders(work_dir: Path, data_root: Path, source_root: str) -> None:
+    """Refuse a ``work_dir`` that holds other files than the demo's runs and summary, and a ``data_root`` that is
+    not (nor may become) a pasted Fashion-MNIST data set: one the data builder refuses, or a folder of files
+    without its manifest, which the builder would replace.
+
+    Raises:
+        SystemExit: one line naming the folder and its first file that is not the demo's.
+    """
+    if work_dir.exists() and not work_dir.is_dir():
+        raise SystemExit(f'error: --work-dir {work_dir} is a file, expected a folder')
+    first = _first_foreign(work_dir, lambda rel: rel.parts[0] in RUN_DIRS and len(rel.parts) > 1
+                           or rel.as_posix() == RESULTS and _is_summary(work_dir / rel))
+    if first is not None:
+        raise SystemExit(f'error: --work-dir {work_dir} holds files the downstream demo did not write (first: '
+                         f'{first}): nothing was written; choose a new or empty folder')
+    try:
+        check_output_folder(data_root, source_root)
+    except PastedDataError as error:
+        raise SystemExit(f'error: {error}') from error
+    first = _first_foreign(data_root, lambda rel: False) if read_manifest(data_root) is None else None
+    if first is not None:
+        raise SystemExit(f'error: --data-root {data_root} holds files but no {MANIFEST} (first: {first}): it is no '
+                         'pasted Fashion-MNIST data set made here, and building one would delete them; choose '
+                         'another folder or empty it')
+
+
 # ----------------------------------------------------------------------------------------------- the table
 
 def _upstream_top1(checkpoint: str) -> float | None:
@@ -203,7 +264,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "no training log); the per-run summary and the table are still printed")
     parser.add_argument('--force-data', action='store_true',
                         help='rebuild --data-root when it holds a data set of other parameters')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for name, (needs, accepts) in RANGES.items():
+        if not accepts(getattr(args, name)):
+            parser.error(f'argument --{name.replace("_", "-")}: must be {needs}, got {getattr(args, name)}')
+    return args
 
 
 @exit_on_bad_input
@@ -214,8 +279,7 @@ def main(argv: list[str] | None = None) -> dict:
     missing = [path for path in backbones.values() if not Path(path).is_file()]
     if missing:
         raise SystemExit(f'error: missing backbone checkpoint(s) {missing}: run `make demo` first')
-    if Path(args.work_dir).exists() and not Path(args.work_dir).is_dir():
-        raise SystemExit(f'error: --work-dir {args.work_dir} is a file, expected a folder')
+    check_output_folders(Path(args.work_dir), Path(args.data_root), args.source_root)
     configs = {(task, backbone): demo_config(task, checkpoint, Path(args.work_dir) / f'{task}_{backbone}',
                                              data_root=args.data_root, max_iters=args.max_iters,
                                              log_level='WARNING' if args.quiet else None, seed=args.train_seed)
@@ -261,8 +325,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f'\n{title}\n{table}\n\nwall time {total:.0f} s (data {data_seconds:.0f} s, trainings run now '
           f'{trained:.0f} s)')
     summary = dict(title=title, table=table, results=results, wall_seconds=total)
-    Path(args.work_dir).mkdir(parents=True, exist_ok=True)
-    (Path(args.work_dir) / 'results.json').write_text(json.dumps(summary, indent=1) + '\n')
+    text = json.dumps(summary, indent=1) + '\n'
+    write_atomic(Path(args.work_dir) / RESULTS, lambda f: f.write(text.encode()))
     return summary
 
 
