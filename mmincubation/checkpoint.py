@@ -232,7 +232,8 @@ def incubation_meta(checkpoint: Mapping, path: str | os.PathLike, phase: str) ->
     try:
         tag = Tag.of_checkpoint(checkpoint)
     except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f'checkpoint {path} has a broken mmincubation tag ({error})') from error
+        raise CheckpointError(f'checkpoint {path} has a broken mmincubation tag {dict(checkpoint["meta"][META_KEY])} '
+                              f'({error}); expected the layout and phase of the "{phase}" phase\'s output') from error
     if tag is None:
         raise CheckpointError(f'checkpoint {path} was not written by mmincubation (no meta.{META_KEY}); '
                               f'expected the output of the "{phase}" phase')

@@ -67,6 +67,9 @@ class Tag:
         Raises:
             KeyError, TypeError, ValueError: a record without phase or layout, or with fields of the wrong type.
         """
+        missing = [key for key in ('phase', 'layout') if key not in record]
+        if missing:
+            raise KeyError(f'no {" and no ".join(missing)}')
         known = {key: record[key] for key in _FIELDS if key in record and record[key] is not None}
         known.setdefault('backbone', 'vit')
         return cls(**known, extra={key: value for key, value in record.items() if key not in _FIELDS})

@@ -103,7 +103,7 @@ train_pipeline = [
 train_dataloader = dict(
     batch_size=batch_per_gpu,
     num_workers=8,
-    persistent_workers=True,
+    persistent_workers=False,  # a resume cannot restore persistent workers' random streams (see the ImageNet base)
     dataset=dict(data_root=data_root, pipeline=train_pipeline),
 )
 val_dataloader = dict(batch_size=500, num_workers=4, dataset=dict(data_root=data_root))

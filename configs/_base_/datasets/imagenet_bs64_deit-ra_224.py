@@ -16,7 +16,10 @@ train_dataloader = dict(
     batch_size=64,
     num_workers=10,
     pin_memory=True,
-    persistent_workers=True,
+    # Workers restarted each epoch (a few seconds per epoch): persistent workers carry their random augmentation
+    # streams from epoch to epoch, which a resumed phase cannot restore, so it would not train what an
+    # uninterrupted one does (the pipeline refuses them in training phases).
+    persistent_workers=False,
     dataset=dict(data_root=data_root),
     sampler=dict(type='RepeatAugSampler', shuffle=True, num_repeats=num_repeats),
 )
