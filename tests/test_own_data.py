@@ -1,9 +1,11 @@
 """Downstream on one's own data (issue 14): box-only data, a forgotten num_classes, settings that reach every field,
 a checkpoint found from any working directory, RGB images on the grey demo backbone, OpenMP waiting, and the
-README's worked example (deepforest's tree photos -> COCO -> Faster R-CNN -> test) at tiny size.
+README's worked example (deepforest's tree photos -> COCO -> Faster R-CNN -> test) at tiny size; the tools that
+write data sets or runs never replace a user's files (case deepforest-converter-overwrites-user-files).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -91,7 +93,8 @@ def test_settings_from_the_command_line_reach_every_field_and_typos_are_named(tm
     assert cfg.train_cfg.max_iters == cfg.train_cfg.val_interval == cfg.param_scheduler[-1].end == 7
     with pytest.raises(SettingError, match=r'^model.backbone.img_size\[0\]: "\$\{image_sise\}" names no setting'):
         child(tmp_path, DEMO_BOX, "model = dict(backbone=dict(img_size=('${image_sise}', 1)))\n")
-    with pytest.raises(SettingError, match=r"^[\w.\[\]]+: .*classes is 'Tree' \(one name needs a comma"):
+    with pytest.raises(SettingError, match=r"^setting classes = 'Tree': needs a non-empty tuple .* \(one name needs a "
+                                           r"comma: \('Tree', \)\)$"):
         child(tmp_path, DEMO_BOX, "classes = ('Tree')\n")
 
 
@@ -263,3 +266,134 @@ def test_a_checkpoint_of_another_patch_size_is_refused_not_left_random(grey_chec
                                               r'shape \(64, 1, 7, 7\), the backbone \(64, 1, 4, 4\): another width or '
                                               r'patch size'):
         check_pretrained_backbone(cfg)
+
+
+@needs_deepforest
+def test_classes_that_are_not_the_tree_categories_stop_before_the_first_iteration(trees, grey_checkpoint, tmp_path):
+    from tools.train import main as train
+    with pytest.raises(SystemExit, match=rf"^error: {trees}/annotations/instances_train.json: the categories of this "
+                                         r"annotation file are not the setting classes \(train_dataloader.dataset."
+                                         r"metainfo.classes\): not in the file: 'Bush'$"):
+        train(_example_argv(trees, grey_checkpoint, tmp_path / 'work', 'classes=(Tree,Bush)'))
+    assert not (tmp_path / 'work').exists()
+
+
+# ----------------------------------------------------------------------------------------------- users' folders
+
+CONVERTER = ROOT / 'tools' / 'dataset_converters' / 'deepforest_to_coco.py'
+
+
+def user_coco_set(root: Path) -> dict[str, str]:
+    """A user's own small COCO set, as the case's setup_user_folder.sh makes it; returns ``{path: md5}`` of it."""
+    import cv2
+    import numpy as np
+    (root / 'annotations').mkdir(parents=True)
+    coco = dict(images=[dict(id=1, file_name='my_photo.png', width=10, height=10)], annotations=[],
+                categories=[dict(id=1, name='Car')])
+    for split in ('train', 'val'):
+        (root / 'annotations' / f'instances_{split}.json').write_text(json.dumps(coco))
+    for folder, name, grey in (('training', 'my_photo.png', 7), ('validation', 'OSBS_029.png', 9)):
+        (root / 'images' / folder).mkdir(parents=True)
+        cv2.imwrite(str(root / 'images' / folder / name), np.full((10, 10, 3), grey, np.uint8))
+    return md5s(root)
+
+
+def md5s(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(root.rglob('*'))
+            if p.is_file()}
+
+
+def run_tool(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_the_converter_refuses_a_folder_of_the_users_files_and_writes_nothing(tmp_path):
+    user = tmp_path / 'user_ds'
+    before = user_coco_set(user)
+    out = run_tool(str(CONVERTER), str(user))
+    assert out.returncode == 1 and out.stdout == ''
+    assert out.stderr.splitlines()[-1] == (f'error: output folder {user} holds files this converter did not write '
+                                           '(first: annotations/instances_train.json): nothing was written; choose '
+                                           'a new or empty folder')
+    assert md5s(user) == before
+
+
+@pytest.mark.parametrize('tile', ['-1', '0'])
+def test_the_converter_refuses_a_tile_below_one_px_before_writing(tile, tmp_path):
+    out = run_tool(str(CONVERTER), str(tmp_path / 'trees'), '--tile', tile)
+    assert out.returncode == 2
+    assert out.stderr.splitlines()[-1] == f'deepforest_to_coco.py: error: argument --tile: must be a positive ' \
+                                          f'number of px, got {tile}'
+    assert list(tmp_path.iterdir()) == []
+    from tools.dataset_converters.deepforest_to_coco import convert
+    with pytest.raises(ValueError, match=f'^tile must be a positive int \\(px\\) or None, got {tile}$'):
+        convert(tmp_path / 'trees', int(tile))
+    assert list(tmp_path.iterdir()) == []
+
+
+@needs_deepforest
+def test_the_converter_reruns_over_its_own_output_only_as_it_wrote_it(trees, tmp_path, capsys):
+    from tools.dataset_converters.deepforest_to_coco import MANIFEST, main
+    out = tmp_path / 'trees'
+    assert main([str(out), '--tile', '800']) == dict(train=(16, 851), val=(2, 98))
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest['tile'] == 800 and sorted(manifest['files']) == sorted(md5s(out).keys() - {MANIFEST})
+    capsys.readouterr()
+    assert main([str(out)]) == dict(train=(54, 844), val=(2, 98))  # the 800 px tiles are gone
+    assert capsys.readouterr().out.startswith(f"{out}: replaced this converter's earlier output")
+    assert md5s(out) == md5s(trees)  # the same as a first run into a new folder
+    changed = out / 'images' / 'validation' / 'OSBS_029.png'
+    changed.write_bytes(changed.read_bytes() + b'edited')
+    for extra in (None, out / 'images' / 'training' / 'a_mine.png'):
+        if extra:
+            changed.write_bytes((trees / 'images' / 'validation' / 'OSBS_029.png').read_bytes())
+            extra.write_bytes(b'mine')
+        before = md5s(out)
+        first = 'images/validation/OSBS_029.png' if extra is None else 'images/training/a_mine.png'
+        with pytest.raises(SystemExit, match=f'^error: output folder {out} holds files this converter did not write '
+                                             f'\\(first: {first}\\)'):
+            main([str(out)])
+        assert md5s(out) == before
+
+
+def test_the_pasted_data_tool_refuses_a_users_coco_set_and_out_of_range_arguments(tmp_path, capsys):
+    from tools.dataset_converters.make_pasted_fashion_mnist import main
+    user = tmp_path / 'user_ds'
+    before = user_coco_set(user)
+    with pytest.raises(SystemExit, match=f'^error: output folder {user} holds files but no manifest.json \\(first: '
+                                         r'annotations/instances_train.json\): it is no pasted Fashion-MNIST'):
+        main(['--out', str(user), '--num-train', '2', '--num-val', '1'])
+    assert md5s(user) == before
+    for argument, value, needs in (('--seed', '-1', '>= 0, got -1'), ('--gap', '-5', '>= 0, got -5'),
+                                   ('--num-val', '0', '>= 1, got 0'), ('--min-scale', '0', '> 0, got 0.0')):
+        with pytest.raises(SystemExit) as error:
+            main(['--out', str(tmp_path / 'out'), argument, value])
+        assert error.value.code == 2
+        assert capsys.readouterr().err.splitlines()[-1].endswith(f': error: argument {argument}: must be {needs}')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['user_ds']
+
+
+def test_the_downstream_demo_refuses_a_users_folders_and_out_of_range_arguments(tmp_path, capsys):
+    from tools.downstream_demo import main
+    user = tmp_path / 'user_ds'
+    before = user_coco_set(user)
+    (tmp_path / 'ckpt.pth').write_bytes(b'')
+    work = tmp_path / 'work'
+    work.mkdir()
+    (work / 'results.json').write_text('{"mine": 1}')
+    argv = ['--incubated', str(tmp_path / 'ckpt.pth'), '--e2e', str(tmp_path / 'ckpt.pth')]
+    with pytest.raises(SystemExit, match=f'^error: --work-dir {work} holds files the downstream demo did not write '
+                                         r'\(first: results.json\): nothing was written'):
+        main(argv + ['--work-dir', str(work), '--data-root', str(tmp_path / 'data')])
+    with pytest.raises(SystemExit, match=f'^error: --data-root {user} holds files but no manifest.json \\(first: '
+                                         r'annotations/instances_train.json\)'):
+        main(argv + ['--work-dir', str(tmp_path / 'runs'), '--data-root', str(user)])
+    assert md5s(user) == before and (work / 'results.json').read_text() == '{"mine": 1}'
+    for argument, value, needs in (('--max-iters', '0', '>= 1'), ('--train-seed', '-1', '>= 0'),
+                                   ('--num-train', '0', '>= 1')):
+        with pytest.raises(SystemExit) as error:
+            main(argv + [argument, value])
+        assert error.value.code == 2
+        assert capsys.readouterr().err.splitlines()[-1].endswith(f': error: argument {argument}: must be {needs}, '
+                                                                 f'got {value}')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['ckpt.pth', 'user_ds', 'work']

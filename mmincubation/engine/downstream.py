@@ -77,11 +77,13 @@ COCO_METRICS = ('bbox', 'segm', 'proposal', 'proposal_fast')
 @dataclass(frozen=True)
 class Setting:
     """What one setting needs: ``accepts(value)`` says whether a value is valid, ``needs`` says so in words (for
-    the message), ``normalize`` (if any) turns an accepted value into the one the config uses."""
+    the message), ``hint(value)`` (if any) adds what a refused value probably meant, ``normalize`` (if any) turns
+    an accepted value into the one the config uses."""
 
     needs: str
     accepts: Callable[[object], bool]
     normalize: Callable[[object], object] | None = None
+    hint: Callable[[object], str] | None = None
 
 
 #: Every user setting of the configs of ``configs/downstream/``: checked (and normalized) when a placeholder first
@@ -89,7 +91,8 @@ class Setting:
 SETTINGS: dict[str, Setting] = {
     'checkpoint': Setting('a non-empty path string (the classifier whose backbone.* weights are loaded)', _path),
     'classes': Setting("a non-empty tuple or list of distinct, non-empty class-name strings, e.g. ('Tree', )",
-                       _class_names),
+                       _class_names,
+                       hint=lambda v: f' (one name needs a comma: ({v!r}, ))' if isinstance(v, str) else ''),
     'coco_metric': Setting(f'a non-empty list of {", ".join(map(repr, COCO_METRICS))}',
                            lambda v: isinstance(v, (list, tuple)) and len(v) > 0
                            and all(isinstance(m, str) and m in COCO_METRICS for m in v)),
@@ -123,7 +126,8 @@ def check_setting(name: str, value: object) -> object:
     if setting is None:
         return value
     if not setting.accepts(value):
-        raise SettingError(f'setting {name} = {value!r}: needs {setting.needs}')
+        raise SettingError(f'setting {name} = {value!r}: needs {setting.needs}'
+                           + (setting.hint(value) if setting.hint else ''))
     return setting.normalize(value) if setting.normalize else value
 
 
