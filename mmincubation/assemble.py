@@ -93,8 +93,8 @@ def assemble(module_files: Sequence[str | os.PathLike], out_file: str | os.PathL
              reference: Mapping[str, object] | None = None, layout: ModuleLayout | None = None) -> Path:
     """Validate and merge ``module_files``, then write ``out_file`` atomically.
 
-    An ``out_file`` that is a folder or one of ``module_files`` (also through a link) is refused before
-    any module is read: writing it would lose that module.
+    An ``out_file`` that exists, is a folder or is one of ``module_files`` (also through a link) is refused
+    before any module is read: writing it would lose that file.
     """
-    check_output(out_file, module_files)
+    check_output(out_file, module_files, replace=False)
     return save_atomic(assemble_modules(module_files, reference, layout), out_file)

@@ -36,13 +36,14 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 
 
 def check_output(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), what: str = 'output',
-                 example: str = 'name.pth') -> Path:
+                 example: str = 'name.pth', replace: bool = True) -> Path:
     """Refuse an output file path before anything is read or written.
 
     Raises:
         CheckpointError: naming ``path`` when it is an existing folder or names one (a trailing
-            ``/``), or when it is one of ``inputs`` (compared resolved and by inode, so ``./a.pth``, a
-            symbolic or a hard link to an input are caught too): writing it would lose that input.
+            ``/``), when it is one of ``inputs`` (compared resolved and by inode, so ``./a.pth``, a
+            symbolic or a hard link to an input are caught too): writing it would lose that input, or,
+            without ``replace``, when it exists at all (later phases may have been made from it).
     """
     text = os.fspath(path)
     out = Path(path)
@@ -52,6 +53,9 @@ def check_output(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = 
         if same_file(out, source):
             raise CheckpointError(f'{what} {text} would overwrite the input {os.fspath(source)}; '
                                   'choose another output path')
+    if not replace and os.path.lexists(out):
+        raise CheckpointError(f'{what} {text} already exists; nothing written: no file is replaced (later phases may '
+                              'have been made from it): choose another output path, or move it away first')
     return out
 
 
@@ -247,11 +251,6 @@ def file_digest(path: str | os.PathLike) -> str:
     """The sha256 of a file's bytes (read in chunks), as recorded in a tag's ``inputs``."""
     with open(path, 'rb') as f:
         return hashlib.file_digest(f, 'sha256').hexdigest()
-
-
-def checkpoint_holds(record: Mapping) -> str:
-    """What a checkpoint tagged with ``record`` (its ``meta.mmincubation``) holds (:attr:`Tag.holds`)."""
-    return Tag.from_dict(record).holds
 
 
 _CONTENTS = {

@@ -302,5 +302,5 @@ def convert_official_file(src: str | os.PathLike, dst: str | os.PathLike, **kwar
 
     A ``dst`` that is a folder or the input itself (also through a link) is refused before ``src`` is read.
     """
-    check_output(dst, [src])
+    check_output(dst, [src], replace=False)
     return save_atomic(convert_official(src, **kwargs), dst)

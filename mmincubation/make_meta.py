@@ -56,7 +56,7 @@ from .checkpoint import (
     CheckpointError,
     check_finite,
     check_output,
-    checkpoint_holds,
+    file_digest,
     load_weights,
     read_torch_file,
     save_atomic,
@@ -72,7 +72,8 @@ from .convert_official import (
 from .engine.runner.phase_config import build_layout, phase_recipe
 from .engine.runner.records import RECORD_FILE, read_record
 from .layout import LayoutError, check_state_dict
-from .phases import Phase
+from .phases import PHASE_TABLE, Phase
+from .tags import Tag
 
 #: mmpretrain's ``PatchEmbed`` convolution: ``(width, input channels, patch height, patch width)``.
 PATCH_EMBED = 'backbone.patch_embed.projection.weight'
@@ -87,8 +88,8 @@ MMCV_EMA = 'ema_'
 #: MMEngine's EMAHook: the averaged model's state dict (its ``module.<key>`` tensors and ``steps`` counter).
 MMENGINE_EMA, EMA_MODULE, EMA_STEPS = 'ema_state_dict', 'module.', 'steps'
 
-#: The tagged products whose training cost their pipeline's phase records tell.
-COSTED_PHASES = ('meta', 'assemble', 'finetune', 'e2e')
+#: The tagged products whose training cost their pipeline's phase records tell: those of whole networks.
+COSTED_PHASES = tuple(name for name, spec in PHASE_TABLE.items() if spec.holds in ('meta', 'full'))
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,7 @@ def read_pretrained(path: str | os.PathLike, ema: bool = False) -> PretrainedSou
     if official:
         kind, dataset_meta = 'official Deep Incubation checkpoint', None
     elif isinstance(record, Mapping):
-        holds = checkpoint_holds(record)
+        holds = Tag.from_dict(record).holds
         if holds not in ('full', 'meta'):
             what = {'module': f'a single incubated module (module {record.get("module")})',
                     'hybrid': 'a hybrid of an unfinished module incubation'}.get(holds, f'{holds!r} weights')
@@ -446,7 +447,7 @@ def make_meta(source: str | os.PathLike, cfg: Config, blocks: Sequence[int] | No
                               f'{tuple(pretrained.state_dict[POS_EMBED].shape)} cannot be resized to '
                               f'{tuple(reference[POS_EMBED].shape)}: {" ".join(str(error).split())[:200]}') from error
 
-    record = dict(phase='meta', **layout.tag(), holds='meta',
+    record = dict(phase='meta', **layout.tag(), holds='meta', inputs=dict(pretrained=file_digest(pretrained.path)),
                   pretrained=dict(checkpoint=str(pretrained.path), kind=pretrained.kind, weights=pretrained.weights,
                                   depth=depth, blocks=blocks,
                                   head='new' if misfit else 'reused', **pretraining_cost(pretrained, cost)))
@@ -467,11 +468,7 @@ def write_meta(source: str | os.PathLike, cfg: Config, out: str | os.PathLike, b
             (:func:`~mmincubation.checkpoint.check_output`) or exists at all: no file is replaced, since
             later phases may have been made from a meta model; then what :func:`make_meta` raises.
     """
-    check_output(out, [source])
-    if os.path.lexists(out):
-        raise CheckpointError(f'output {out} already exists; nothing written: make_meta never replaces a file (later '
-                              'phases may have been made from it): choose another --out, or move it away first (a '
-                              'work dir\'s meta/meta.pth with its whole meta/ folder, phase record included)')
+    check_output(out, [source], replace=False)
     checkpoint = make_meta(source, cfg, blocks, cost, ema)
     save_atomic(checkpoint, out)
     return checkpoint['meta'][META_KEY]

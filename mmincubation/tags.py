@@ -36,7 +36,7 @@ class Tag:
     """What a checkpoint holds and what it was made for (see the module docs for the fields)."""
 
     phase: str
-    layout: tuple[int, ...]
+    layout: tuple[int, ...] = ()
     backbone: str = 'vit'
     stages: tuple[int, ...] = ()
     holds: str = ''
@@ -65,11 +65,11 @@ class Tag:
         """The tag a checkpoint's ``meta.mmincubation`` holds (any age).
 
         Raises:
-            KeyError, TypeError, ValueError: a record without phase or layout, or with fields of the wrong type.
+            KeyError, TypeError, ValueError: a record without phase, or with fields of the wrong type (a record
+                without layout reads with none: only a whole network's keys and shapes can tell then).
         """
-        missing = [key for key in ('phase', 'layout') if key not in record]
-        if missing:
-            raise KeyError(f'no {" and no ".join(missing)}')
+        if 'phase' not in record:
+            raise KeyError('no phase')
         known = {key: record[key] for key in _FIELDS if key in record and record[key] is not None}
         known.setdefault('backbone', 'vit')
         return cls(**known, extra={key: value for key, value in record.items() if key not in _FIELDS})
@@ -135,8 +135,8 @@ def recipe_difference(found: object, wanted: object, path: str = '') -> str | No
         for key in sorted(set(found) | set(wanted)):
             where = f'{path}.{key}' if path else str(key)
             if key not in found or key not in wanted:
-                return f'{where} {"unset" if key not in found else found[key]!r} vs ' \
-                       f'{"unset" if key not in wanted else wanted[key]!r}'
+                return f'{where} {repr(found[key]) if key in found else "unset"} vs ' \
+                       f'{repr(wanted[key]) if key in wanted else "unset"}'
             difference = recipe_difference(found[key], wanted[key], where)
             if difference:
                 return difference

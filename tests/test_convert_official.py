@@ -130,7 +130,8 @@ def test_full_model_gives_timm_logits(tmp_path, variant, populated):
     assert ('backbone.layers.3.attn.qkv.bias' in state) is variant['qkv_bias']
     assert not any(key.startswith('stages.') or 'blocks.' in key for key in state)
     # The stage depths come from model_stages, or from the key structure of model's stages.* duplicates.
-    assert record_of(out) == dict(phase='assemble', layout=[1, 2, 1], backbone='vit', stages=[4], source=str(src))
+    assert record_of(out) == dict(phase='assemble', layout=[1, 2, 1], backbone='vit', stages=[4], holds='full',
+                                source=str(src))
 
 
 def test_old_file_without_stage_keys_takes_the_given_module_depths(tmp_path):
@@ -162,7 +163,8 @@ def test_meta_model_feeds_the_hybrid(tmp_path, populated, variant):
     timm_meta = timm_vit(4, **variant)
     src = save(official_checkpoint(timm_meta, (1, 1, 1, 1), populated), tmp_path / 'meta_official.pth')
     out = convert_official_file(src, tmp_path / 'meta.pth', meta=True, module_depths=(2, 2, 2, 2))
-    assert record_of(out) == dict(phase='meta', layout=[2, 2, 2, 2], backbone='vit', stages=[8], source=str(src))
+    assert record_of(out) == dict(phase='meta', layout=[2, 2, 2, 2], backbone='vit', stages=[8], holds='meta',
+                                source=str(src))
 
     target = 1
     hybrid = IncubationClassifier(backbone=mm_backbone(5, **variant), head=mm_head(), neck=None,
@@ -200,7 +202,7 @@ def test_config_validates_full_and_meta_models(tmp_path):
     src = save(official_checkpoint(timm_vit(4, arch=DEMO_ARCH), (1, 1, 1, 1)), tmp_path / 'meta_official.pth')
     cli([str(src), str(tmp_path / 'meta.pth'), '--meta', '--config', str(DEMO)])  # depths from the config
     assert record_of(tmp_path / 'meta.pth') == dict(phase='meta', layout=[2, 2, 2, 2], backbone='vit', stages=[8],
-                                                    source=str(src))
+                                                    holds='meta', source=str(src))
 
 
 def test_config_mismatch_fails_and_writes_nothing(tmp_path, capsys):

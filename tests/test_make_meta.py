@@ -108,7 +108,7 @@ def test_meta_checkpoint_holds_exactly_the_chosen_blocks_and_the_source_cost(tmp
                       head='reused', cost=3e5, wall_seconds=12.5,
                       cost_from=str((path.parent / 'phase_record.json').resolve()))
     assert record == dict(phase='meta', layout=list(DEPTHS), backbone='vit', stages=[sum(DEPTHS)], holds='meta',
-                          pretrained=pretrained)
+                          inputs=dict(pretrained=hashlib.sha256(path.read_bytes()).hexdigest()), pretrained=pretrained)
     # a user-given cost wins; a product moved out of its work dir has no known cost
     assert make_meta(path, cfg, cost=1e9)['meta'][META_KEY]['pretrained']['cost'] == 1e9
     moved = save_atomic(load_weights(path), tmp_path / 'elsewhere.pth')
@@ -383,9 +383,8 @@ def test_an_existing_output_is_never_replaced(tmp_path):
     result = run_make_meta(source, config)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1] == (
-        f'error: output {trained} already exists; nothing written: make_meta never replaces a file (later phases '
-        'may have been made from it): choose another --out, or move it away first (a work dir\'s meta/meta.pth '
-        'with its whole meta/ folder, phase record included)'), result.stderr
+        f'error: output {trained} already exists; nothing written: no file is replaced (later phases may have been '
+        'made from it): choose another output path, or move it away first'), result.stderr
     assert md5(trained) == before and sorted(p.name for p in trained.parent.iterdir()) == ['meta.pth']
     other = tmp_path / 'other.pth'
     other.write_bytes(b'some file')

@@ -54,7 +54,7 @@ def test_meta_from_with_a_head_warm_up_trains_the_made_meta_model(source, data_r
     cfg.incubation.meta_from = dict(checkpoint=str(source), blocks=[1, 3, 4, 6], cost=1e6,
                                     warmup=dict(train_cfg=dict(max_epochs=1)))
     IncubationRunner(cfg, phases=('meta', )).train()
-    made = torch.load(tmp_path / 'meta' / 'pretrained_meta.pth', weights_only=True)['state_dict']
+    made = torch.load(next((tmp_path / 'meta').glob('pretrained_meta_*.pth')), weights_only=True)['state_dict']
     trained = torch.load(tmp_path / 'meta' / 'meta.pth', weights_only=True)
     assert trained['meta'][META_KEY]['holds'] == 'meta'
     assert not torch.equal(trained['state_dict']['head.layers.head.weight'], made['head.layers.head.weight'])

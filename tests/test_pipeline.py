@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
 from conftest import tiny_classifier_cfg  # noqa: F401  (shared fixtures)
 from mmengine.config import Config
-from mmengine.hooks import Hook
-from mmengine.registry import HOOKS
+from mmengine.hooks import CheckpointHook
 from mmengine.runner import load_checkpoint
 from mmpretrain.registry import MODELS
 
@@ -79,24 +79,23 @@ def test_pipeline_produces_a_plain_model_and_skips_finished_phases(data_root, tm
     assert stamps == {p: (tmp_path / p).stat().st_mtime_ns for p in products}  # nothing was redone
 
 
-@HOOKS.register_module(force=True)
-class CrashAfterFirstEpoch(Hook):
-    """Simulates a job killed right after its first epoch's checkpoint was written."""
+def crash_after_first_checkpoint(hook: CheckpointHook, runner) -> None:
+    """Simulates a job killed right after its first epoch's checkpoint was written (outside the recipe: a
+    crashing hook in the config would make the rerun's recipe another one, which is refused)."""
+    SAVE_EPOCH(hook, runner)
+    if runner.epoch == 0:  # the loop counts the epoch only after this hook
+        raise RuntimeError('simulated crash')
 
-    priority = 'LOWEST'
 
-    def after_train_epoch(self, runner) -> None:
-        if runner.epoch == 0:  # the loop counts the epoch only after this hook
-            raise RuntimeError('simulated crash')
+SAVE_EPOCH = CheckpointHook.after_train_epoch
 
 
 @needs_data
 def test_interrupted_phase_resumes_from_its_last_checkpoint(data_root, tmp_path):
     cfg = tiny_demo_cfg(data_root, tmp_path)
-    crashing = cfg.copy()
-    crashing.custom_hooks = [dict(type='CrashAfterFirstEpoch')]
-    with pytest.raises(RuntimeError, match='simulated crash'):
-        IncubationRunner(crashing, phases=('meta', )).train()
+    with pytest.raises(RuntimeError, match='simulated crash'), \
+            mock.patch.object(CheckpointHook, 'after_train_epoch', crash_after_first_checkpoint):
+        IncubationRunner(cfg, phases=('meta', )).train()
     assert (tmp_path / 'meta' / 'epoch_1.pth').is_file() and not (tmp_path / 'meta' / 'meta.pth').exists()
     crashed_at = torch.load(tmp_path / 'meta' / 'epoch_1.pth', weights_only=True)['meta']['iter']
 

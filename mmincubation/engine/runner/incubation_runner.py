@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import os
 import re
@@ -27,8 +28,9 @@ from .phase_lock import PhaseLock, PhaseLocked
 from .records import format_summary, write_record
 
 DEFAULT_PHASES = ('meta', 'incubate', 'assemble', 'finetune')
-#: Where a meta phase with a head warm-up keeps the meta model made of the pretrained network.
-PRETRAINED_META = 'pretrained_meta.pth'
+#: Where a meta phase with a head warm-up keeps the meta model made of the pretrained network, keyed by what it
+#: is made of (the source's sha256 and the blocks taken), so that a changed source is never met by a stale one.
+PRETRAINED_META = 'pretrained_meta_{key}.pth'
 
 
 def phase_hooks(layout: ModuleLayout, phase: str, module: int | None = None,
@@ -261,7 +263,9 @@ class IncubationRunner:
             cfg.model.meta_checkpoint = self._require('meta')
         pretrained = None
         if phase == 'meta' and self.meta_from:  # a head warm-up of the meta model made of a pretrained network
-            load_from, pretrained = self.make_meta(work_dir / PRETRAINED_META)
+            key = hashlib.sha256(json.dumps([self.input_digests('meta')['pretrained'],
+                                             self.meta_from.get('blocks')]).encode()).hexdigest()[:16]
+            load_from, pretrained = self.make_meta(work_dir / PRETRAINED_META.format(key=key))
         else:
             load_from = self._require('assemble') if phase == 'finetune' else cfg.get('load_from')
         cfg.load_from = resume_from if cfg.resume else load_from

@@ -78,6 +78,7 @@ class PhaseLock:
         self.what = what
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
+        self._made: list[Path] = []  # folders made for the lock, removed with it when left empty
 
     def _create(self) -> bool:
         holder = dict(host=socket.gethostname(), pid=os.getpid(), started=time.strftime('%Y-%m-%d %H:%M:%S'))
@@ -90,6 +91,7 @@ class PhaseLock:
         return True
 
     def acquire(self) -> None:
+        self._made = [folder for folder in [self.path.parent, *self.path.parent.parents] if not folder.exists()]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self._create():
             holder = _holder(self.path)
@@ -124,6 +126,11 @@ class PhaseLock:
         holder = _holder(self.path) or {}
         if (holder.get('host'), holder.get('pid')) == (socket.gethostname(), os.getpid()):
             self.path.unlink(missing_ok=True)
+        for folder in self._made:  # a phase refused before it wrote anything leaves no folder behind
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: the phase wrote something
+                break
 
     def __enter__(self) -> PhaseLock:
         self.acquire()
