@@ -35,6 +35,8 @@ class PhaseSpec:
         method: the method whose cost and result it counts for (``'incubation'`` or ``'e2e'``).
         tested: whether it ends with a test on the test set (when the config has one).
         label: its name in figures and tables (``{module}`` filled in).
+        reads: the setting of its run that gets its one input's product file (``'load_from'``,
+            ``'model.meta_checkpoint'``); None when it reads no product (or, as the assembly, several).
         per_module: one run per module (``--module k``).
     """
 
@@ -47,6 +49,7 @@ class PhaseSpec:
     method: str
     tested: bool
     label: str
+    reads: str | None = None
     per_module: bool = False
 
     @property
@@ -58,10 +61,10 @@ class PhaseSpec:
 PHASE_TABLE: dict[str, PhaseSpec] = {spec.name: spec for spec in (
     PhaseSpec('meta', 'meta', 'meta.pth', (), 'meta', 'meta', 'incubation', False, 'meta model'),
     PhaseSpec('incubate', 'incubate/module_{module}', 'module_{module}.pth', ('meta', ), 'module', 'hybrid',
-              'incubation', False, 'module {module}', per_module=True),
+              'incubation', False, 'module {module}', reads='model.meta_checkpoint', per_module=True),
     PhaseSpec('assemble', '', 'assembled.pth', ('incubate', ), 'full', None, 'incubation', False, 'assembly'),
     PhaseSpec('finetune', 'finetune', 'finetuned.pth', ('assemble', ), 'full', 'full', 'incubation', True,
-              'fine-tune'),
+              'fine-tune', reads='load_from'),
     PhaseSpec('e2e', 'e2e', 'e2e.pth', (), 'full', 'full', 'e2e', True, 'end-to-end'),
 )}
 PHASES = tuple(PHASE_TABLE)

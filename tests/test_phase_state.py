@@ -54,14 +54,26 @@ EMA = "_base_ = ['./tiny.py']\ncustom_hooks = [dict(type='EMAHook', momentum=0.2
 ITER_CHECKPOINTS = ("_base_ = ['./tiny.py']\ndefault_hooks = dict(checkpoint=dict(type='CheckpointHook', "
                     "by_epoch=False, interval=4))\n")
 PERSISTENT = "_base_ = ['./tiny.py']\ntrain_dataloader = dict(num_workers=2, persistent_workers=True)\n"
-PRODUCTS = [phase for phase in all_phases(2)]
+# An iteration-based E2E phase with iteration checkpoints, a random flip and persistent workers: resumable exactly.
+ITER_BASED = """_base_ = ['./tiny.py']
+train_pipeline = [dict(type='RandomFlip', prob=0.5, direction='horizontal'), dict(type='PackInputs')]
+train_dataloader = dict(num_workers=2, persistent_workers=True, dataset=dict(pipeline=train_pipeline))
+default_hooks = dict(checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=4, max_keep_ckpts=2))
+train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=16, val_interval=8)
+incubation = dict(_delete_=True, num_modules=2, e2e=dict(model=dict(backbone=dict(drop_path_rate=0.1))))
+"""
+ITER_BASED_KILLED = """_base_ = ['./iter_based.py']
+custom_imports = dict(imports=['sigkill_once_hook'], allow_failed_imports=False)
+custom_hooks = [dict(type='SigkillOnceHook', at_iter=6)]
+"""
+PRODUCTS = all_phases(2)
 
 
 def train(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     """``python tools/train.py ARGS`` in a fresh process; its log and errors in ``stdout``."""
     return subprocess.run([sys.executable, 'tools/train.py', *args], cwd=ROOT, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=timeout,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                          env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / 'tests')])))
 
 
 def last_line(result: subprocess.CompletedProcess) -> str:
@@ -72,7 +84,8 @@ def last_line(result: subprocess.CompletedProcess) -> str:
 def configs(tmp_path_factory, data_root) -> Path:
     folder = tmp_path_factory.mktemp('configs')
     (folder / 'tiny.py').write_text(TINY.format(root=ROOT, data=data_root))
-    for name, text in dict(ema=EMA, iter_checkpoints=ITER_CHECKPOINTS, persistent=PERSISTENT).items():
+    for name, text in dict(ema=EMA, iter_checkpoints=ITER_CHECKPOINTS, persistent=PERSISTENT, iter_based=ITER_BASED,
+                           iter_based_killed=ITER_BASED_KILLED).items():
         (folder / f'{name}.py').write_text(text)
     return folder
 
@@ -245,6 +258,23 @@ def test_settings_that_cannot_resume_exactly_are_refused_before_training(configs
     result = train(str(configs / f'{config}.py'), '--phase', 'meta', '--work-dir', str(tmp_path / 'work'))
     assert result.returncode == 1 and last_line(result).startswith(f'error: {message}')
     assert not list(tmp_path.rglob('*.pth'))
+
+
+@needs_data
+def test_an_iteration_based_phase_killed_mid_stream_resumes_exactly(configs, tmp_path):
+    """Iteration checkpoints, persistent workers and a random transform, killed at iteration 6 (after iter_4.pth):
+    the rerun skips the 4 trained batches and ends with the uninterrupted run's weights and record."""
+    reference, killed = tmp_path / 'reference', tmp_path / 'killed'
+    result = train(str(configs / 'iter_based.py'), '--phase', 'e2e', '--work-dir', str(reference))
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert train(str(configs / 'iter_based_killed.py'), '--phase', 'e2e', '--work-dir', str(killed)).returncode == -9
+    result = train(str(configs / 'iter_based_killed.py'), '--phase', 'e2e', '--work-dir', str(killed))
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert 'Advance dataloader 4 steps' in result.stdout
+    products = [torch.load(work / 'e2e' / 'e2e.pth', weights_only=True)['state_dict'] for work in (reference, killed)]
+    assert all(torch.equal(products[0][key], products[1][key]) for key in products[0])
+    records = [json.loads((work / 'e2e' / 'phase_record.json').read_text()) for work in (reference, killed)]
+    assert records[0]['iters'] == records[1]['iters'] == 16 and records[0]['history'] == records[1]['history']
 
 
 PIPELINES = sorted(str(path.relative_to(ROOT)) for path in (ROOT / 'configs').rglob('*.py')

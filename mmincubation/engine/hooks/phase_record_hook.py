@@ -1,7 +1,6 @@
 """Keeps a phase's accuracy history against its training cost, for reports and plots."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -9,7 +8,7 @@ from mmengine.dist import get_world_size, master_only
 from mmengine.hooks import Hook
 
 from ...registry import HOOKS
-from ..runner.records import write_record
+from ..runner.records import RECORD_FILE, PhaseRecord, read_record, write_record
 
 
 @HOOKS.register_module()
@@ -41,9 +40,9 @@ class PhaseRecordHook(Hook):
 
     def before_train(self, runner) -> None:
         self.started = time.perf_counter()
-        path = Path(runner.work_dir) / 'phase_record.json'
+        path = Path(runner.work_dir) / RECORD_FILE
         if runner.iter > 0 and path.is_file():  # resumed (load_from starts at iteration 0)
-            earlier = json.loads(path.read_text())
+            earlier = read_record(path)
             self.history = [entry for entry in earlier['history'] if entry['iter'] <= runner.iter]
             self.started -= earlier['wall_seconds']
 
@@ -67,7 +66,7 @@ class PhaseRecordHook(Hook):
     @master_only
     def _write(self, runner, finished: bool) -> None:
         iter_time = runner.message_hub.log_scalars.get('train/time')
-        record = dict(
+        record = PhaseRecord(
             phase=self.phase, module=self.module, finished=finished, num_blocks=self.num_blocks, iters=runner.iter,
             images=self._images_seen(runner), cost=self._images_seen(runner) * self.num_blocks,
             wall_seconds=self.wall_seconds if finished else time.perf_counter() - self.started,

@@ -6,6 +6,7 @@ import random
 import numpy as np
 import torch
 from mmengine.hooks import Hook
+from mmengine.runner import IterBasedTrainLoop
 
 from ...registry import HOOKS
 
@@ -24,6 +25,11 @@ class RandomStateHook(Hook):
     States are restored only when the run continues from the checkpoint's iteration (a resume), not
     when a checkpoint merely initialises the weights (``load_from``). They are plain tensors, numpy
     arrays and ints, so the file still loads with ``weights_only=True``.
+
+    An epoch-based run is restored when training starts, before the epoch's data loader draws its seed.
+    An iteration-based run (``IterBasedTrainLoop``) resumes mid-stream: the loop first fetches the batches
+    trained before (the same data, augmentation draws and worker streams as the first time), and only then,
+    at the first new iteration, the states are restored, so the skip's draws do not shift them.
 
     MMEngine writes an epoch's checkpoint *before* that epoch's validation, which a resumed run does
     not repeat; validation draws random numbers too (its DataLoader's base seed), so the hook also
@@ -51,12 +57,20 @@ class RandomStateHook(Hook):
             torch.cuda.set_rng_state_all(states['cuda'])
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        checkpoint['random_state'] = dict(iter=runner.iter, **self._states())
+        # the iteration a resume continues from (MMEngine's own count: inside an iteration, runner.iter is one less)
+        checkpoint['random_state'] = dict(iter=checkpoint['meta']['iter'], **self._states())
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         self._loaded = checkpoint.get('random_state')
 
     def before_train(self, runner) -> None:
+        if not isinstance(runner.train_loop, IterBasedTrainLoop):
+            self._restore_once(runner)
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        self._restore_once(runner)  # iteration-based: after the loop skipped the batches trained before
+
+    def _restore_once(self, runner) -> None:
         state, self._loaded = self._loaded, None
         if state is not None and state['iter'] == runner.iter:
             self._restore(state)

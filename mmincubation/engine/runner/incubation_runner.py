@@ -25,7 +25,7 @@ from ...tags import Tag
 from .fit_checks import full_model_shapes
 from .phase_config import build_layout, check_resumable, phase_layout, phase_recipe, recipe_fingerprint
 from .phase_lock import PhaseLock, PhaseLocked
-from .records import format_summary, write_record
+from .records import RECORD_FILE, PhaseRecord, format_summary, read_record, write_record
 
 DEFAULT_PHASES = ('meta', 'incubate', 'assemble', 'finetune')
 #: Where a meta phase with a head warm-up keeps the meta model made of the pretrained network, keyed by what it
@@ -164,8 +164,8 @@ class IncubationRunner:
         if not product.is_file():
             return False
         self.check_fits(product, self.expected_tag(phase, module), Phase(phase, module))
-        record = product.parent / 'phase_record.json'
-        return not self._tested(phase) or (record.is_file() and bool(json.loads(record.read_text())['test_metrics']))
+        record = product.parent / RECORD_FILE
+        return not self._tested(phase) or (record.is_file() and bool(read_record(record)['test_metrics']))
 
     def check_fits(self, path: Path, expected: Tag, phase: Phase, what: str = '') -> None:
         """Refuse ``path`` when its tag differs from ``expected`` (see :meth:`finished`)."""
@@ -198,9 +198,9 @@ class IncubationRunner:
                   for made_from in Phase(phase, module).inputs(self.layout.num_modules)}
         if phase == 'meta' and self.meta_from:
             inputs['pretrained'] = self._digest(Path(self.meta_from['checkpoint']))
-        load_from = (self.cfg.get('incubation') or {}).get(phase, {}).get('load_from') or \
-            (self.cfg.get('load_from') if phase in ('meta', 'e2e') else None)
-        if load_from:
+        spec = PHASE_TABLE[phase]
+        load_from = phase_recipe(self.cfg, phase, module).get('load_from') if spec.trains else None
+        if load_from and spec.reads != 'load_from':  # a checkpoint the user starts the phase from
             inputs['load_from'] = self._digest(Path(load_from))
         return inputs
 
@@ -259,15 +259,17 @@ class IncubationRunner:
         if resume_from:
             self.check_fits(Path(resume_from), tag.with_(holds=PHASE_TABLE[phase].checkpoint_holds, weights='raw'),
                             Phase(phase, module), 'checkpoint to resume from')
-        if phase == 'incubate':
-            cfg.model.meta_checkpoint = self._require('meta')
+        spec = PHASE_TABLE[phase]
+        if spec.reads:  # the input product goes where the phase's row says (the meta model, the assembly)
+            (made_from, ) = Phase(phase, module).inputs(self.layout.num_modules)
+            cfg.merge_from_dict({spec.reads: self._require(made_from.name, made_from.module)})
         pretrained = None
         if phase == 'meta' and self.meta_from:  # a head warm-up of the meta model made of a pretrained network
             key = hashlib.sha256(json.dumps([self.input_digests('meta')['pretrained'],
                                              self.meta_from.get('blocks')]).encode()).hexdigest()[:16]
             load_from, pretrained = self.make_meta(work_dir / PRETRAINED_META.format(key=key))
         else:
-            load_from = self._require('assemble') if phase == 'finetune' else cfg.get('load_from')
+            load_from = cfg.get('load_from')
         cfg.load_from = resume_from if cfg.resume else load_from
         if cfg.load_from and not cfg.resume:
             load_fitting(cfg.load_from, full_model_shapes(cfg), holds='meta' if phase == 'meta' else 'full',
@@ -297,10 +299,9 @@ class IncubationRunner:
         started = time.perf_counter()
         path, pretrained = self.make_meta(self.product('meta'))
         if is_main_process():
-            write_record(Path(path).parent, dict(
-                phase='meta', module=None, finished=True, num_blocks=self.layout.meta().total_depth, iters=0,
-                images=0, cost=0.0, wall_seconds=time.perf_counter() - started, seconds_per_iter=None,
-                history=[], test_metrics={}, pretrained=pretrained))
+            write_record(Path(path).parent, PhaseRecord(
+                phase='meta', finished=True, num_blocks=self.layout.meta().total_depth,
+                wall_seconds=time.perf_counter() - started, pretrained=pretrained))
         print_log(f'meta model made of {self.meta_from["checkpoint"]} (blocks {pretrained["blocks"]}, head '
                   f'{pretrained["head"]}): {path}', logger='current')
 

@@ -53,9 +53,11 @@ def check_resumable(recipe: Config, phase: str) -> None:
     * Iteration checkpoints (``default_hooks.checkpoint.by_epoch=False``) in an epoch-based phase: MMEngine's
       ``EpochBasedTrainLoop`` resumes one by running its whole epoch again (mmengine#1205), training more
       iterations than the recipe says. Iteration-based phases (``IterBasedTrainLoop``) skip what was trained.
-    * Persistent data-loader workers (``persistent_workers=True``): their random streams go on from epoch to
-      epoch, while a resumed run starts new workers, so random augmentation differs after a resume
-      (mmdetection#4193); workers restarted each epoch restart their streams the same way in both.
+    * Persistent data-loader workers (``persistent_workers=True``) in an epoch-based phase: their random streams
+      go on from epoch to epoch, while a resumed run starts new workers, so random augmentation differs after a
+      resume (mmdetection#4193); workers restarted each epoch restart their streams the same way in both. An
+      iteration-based phase resumes by fetching the batches trained before from the same workers, so it
+      may keep them.
 
     Raises:
         RecipeError: naming the phase and the setting, and what to set instead.
@@ -69,10 +71,10 @@ def check_resumable(recipe: Config, phase: str) -> None:
                           'resumes an iteration checkpoint by training its whole epoch again; save by epoch, or '
                           "train by iterations (train_cfg=dict(type='IterBasedTrainLoop', max_iters=...))")
     loader = recipe.get('train_dataloader') or {}
-    if loader.get('persistent_workers') and loader.get('num_workers', 0) > 0:
+    if epoch_based and loader.get('persistent_workers') and loader.get('num_workers', 0) > 0:
         raise RecipeError(f'the {phase} phase\'s train_dataloader.persistent_workers=True: a resumed run would not '
                           'repeat the random augmentation of an uninterrupted one; set persistent_workers=False '
-                          '(workers restart each epoch, a few seconds per epoch)')
+                          '(workers restart each epoch, a few seconds per epoch), or train by iterations')
 
 
 def build_layout(cfg: Config) -> ModuleLayout:

@@ -1,12 +1,16 @@
-"""Reading the phase records of a pipeline work dir: per-phase table, per-method totals.
+"""The phase record (:class:`PhaseRecord`, one type, written and read here) and what is read from a work dir's
+records: per-phase table, per-method totals.
 
-Each ``phase_record.json`` (written by :class:`~mmincubation.engine.hooks.PhaseRecordHook`) holds
-its own phase's cost; a method's cost is the sum over the phases it paid for.
+Each ``phase_record.json`` (written by :class:`~mmincubation.engine.hooks.PhaseRecordHook`, or for a meta model
+made of a pretrained network by the runner) holds its own phase's cost; a method's cost is the sum over the
+phases it paid for.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...checkpoint import write_atomic
@@ -34,14 +38,62 @@ def _normalised(record: dict) -> dict:
 RECORD_FILE = 'phase_record.json'
 
 
-def write_record(phase_work_dir: str | Path, record: dict) -> Path:
-    """Write a phase's record (as :class:`~mmincubation.engine.hooks.PhaseRecordHook` builds it) atomically."""
-    return write_atomic(Path(phase_work_dir) / RECORD_FILE, lambda f: f.write(json.dumps(record, indent=1).encode()))
+@dataclass(frozen=True)
+class PhaseRecord:
+    """What a phase trained, what it cost and how it scored.
+
+    Attributes:
+        phase, module: the phase (a row of :data:`~mmincubation.phases.PHASE_TABLE`) and its module index.
+        finished: whether training ended (a record is rewritten after every evaluation).
+        num_blocks: blocks of the network it trains; ``cost = images x num_blocks`` (block-images).
+        iters, images: iterations run and images seen (all ranks).
+        wall_seconds, seconds_per_iter: time spent (resumed runs included), mean iteration time.
+        history: ``[{epoch, iter, images, cost, metrics}]``, one entry per validation.
+        test_metrics: the final test's metrics, if the phase is tested.
+        pretrained: what a meta model made of a pretrained network came from (see ``incubation.meta_from``).
+    """
+
+    phase: str
+    num_blocks: int
+    module: int | None = None
+    finished: bool = False
+    iters: int = 0
+    images: int = 0
+    cost: float = 0.0
+    wall_seconds: float = 0.0
+    seconds_per_iter: float | None = None
+    history: list = field(default_factory=list)
+    test_metrics: dict = field(default_factory=dict)
+    pretrained: dict | None = None
+
+    @classmethod
+    def from_dict(cls, record: dict, path: str | Path = 'phase record') -> PhaseRecord:
+        """A record as read from JSON, of any age (see ``_LEGACY_INCUBATE``).
+
+        Raises:
+            ValueError: naming ``path`` and the missing or unknown fields.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        record = _normalised(dict(record))
+        missing = sorted({'phase', 'num_blocks'} - set(record))
+        unknown = sorted(set(record) - names)
+        if missing or unknown:
+            raise ValueError(f'{path} is not a phase record: missing {missing}, unknown fields {unknown}')
+        return cls(**record)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def write_record(phase_work_dir: str | Path, record: PhaseRecord) -> Path:
+    """Write a phase's record atomically to ``phase_work_dir/phase_record.json``."""
+    text = json.dumps(record.to_dict(), indent=1).encode()
+    return write_atomic(Path(phase_work_dir) / RECORD_FILE, lambda f: f.write(text))
 
 
 def read_record(path: str | Path) -> dict:
-    """One phase record, with its own phase's cost only (records of any age)."""
-    return _normalised(json.loads(Path(path).read_text()))
+    """One phase record as a dict (:meth:`PhaseRecord.to_dict`), with its own phase's cost only (any age)."""
+    return PhaseRecord.from_dict(json.loads(Path(path).read_text()), path).to_dict()
 
 
 def load_records(work_dir: str | Path) -> list[dict]:
