@@ -139,7 +139,11 @@ def test_assembled_checkpoint_is_a_plain_mmpretrain_model(tmp_path):
 def test_assembly_refuses_incomplete_or_foreign_modules_and_writes_nothing(tmp_path):
     files, _ = export_trained_modules(tmp_path)
     out = tmp_path / 'assembled.pth'
-    out.write_bytes(b'previous result')
+    previous = tmp_path / 'previous.pth'
+    previous.write_bytes(b'previous result')
+    with pytest.raises(CheckpointError, match=r'previous.pth already exists; nothing written'):
+        assemble(files, previous)  # never replaced: later phases may have been made from it
+    assert previous.read_bytes() == b'previous result'
     with pytest.raises(CheckpointError, match=r'modules \[2\] .* missing'):
         assemble(files[:2], out)
     with pytest.raises(CheckpointError, match='module 1 is given twice'):
@@ -160,7 +164,7 @@ def test_assembly_refuses_incomplete_or_foreign_modules_and_writes_nothing(tmp_p
         assemble(files, out, reference=reference)
     with pytest.raises(CheckpointError, match='does not exist'):
         assemble([*files[:2], tmp_path / 'nowhere.pth'], out)
-    assert out.read_bytes() == b'previous result'
+    assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith('.')) == []  # no temp files left
     assert set(assemble_modules(files)['state_dict']) == set(MODELS.build(tiny_classifier_cfg(6)).state_dict())
 

@@ -54,7 +54,7 @@ class PhaseRecord:
     """
 
     phase: str
-    num_blocks: int
+    num_blocks: int = 0
     module: int | None = None
     finished: bool = False
     iters: int = 0
@@ -74,8 +74,8 @@ class PhaseRecord:
             ValueError: naming ``path`` and the missing or unknown fields.
         """
         names = {f.name for f in dataclasses.fields(cls)}
-        record = _normalised(dict(record))
-        missing = sorted({'phase', 'num_blocks'} - set(record))
+        missing = sorted({'phase'} - set(record))
+        record = _normalised(dict(record)) if not missing else record
         unknown = sorted(set(record) - names)
         if missing or unknown:
             raise ValueError(f'{path} is not a phase record: missing {missing}, unknown fields {unknown}')
