@@ -9,8 +9,8 @@ Lustre, so exactly one process gets the phase's lock file (:meth:`~mmincubation.
 start time) and is touched every :data:`HEARTBEAT` seconds while the phase runs.
 
 A lock whose holder is gone does not block the rerun: on the same host, a pid that no longer runs
-(SIGKILL, OOM, Ctrl-C) frees it at once; from another host (a dead node), a heartbeat older than
-:data:`STALE_AFTER` seconds does. A stale lock is renamed away before a new one is created, so two
+(SIGKILL, OOM, Ctrl-C) frees it at once; from another host (a dead node), or a pid that runs but no
+longer beats (reused by another process), a heartbeat older than :data:`STALE_AFTER` seconds does. A stale lock is renamed away before a new one is created, so two
 processes that both find it stale still cannot both take it.
 
 Each ``--module k`` job locks its own module's folder, so K jobs of one pipeline on K machines sharing
@@ -60,9 +60,9 @@ def _stale(path: Path, holder: dict | None, now: float) -> bool:
         return True
     if holder is None:  # half-written: stale only once nobody could still be writing it
         return age > STALE_AFTER
-    if holder.get('host') == socket.gethostname():
-        return not _alive(int(holder.get('pid', -1)))
-    return age > STALE_AFTER
+    if holder.get('host') == socket.gethostname() and not _alive(int(holder.get('pid', -1))):
+        return True
+    return age > STALE_AFTER  # another host's, or a live pid that no longer beats (reused by another process)
 
 
 class PhaseLock:
