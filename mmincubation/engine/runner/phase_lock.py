@@ -10,7 +10,8 @@ start time) and is touched every :data:`HEARTBEAT` seconds while the phase runs.
 
 A lock whose holder is gone does not block the rerun: on the same host, a pid that no longer runs
 (SIGKILL, OOM, Ctrl-C) frees it at once; from another host (a dead node), or a pid that runs but no
-longer beats (reused by another process), a heartbeat older than :data:`STALE_AFTER` seconds does. A stale lock is renamed away before a new one is created, so two
+longer beats (reused by another process), a heartbeat older than :data:`STALE_AFTER` seconds does.
+A stale lock is renamed away before a new one is created, so two
 processes that both find it stale still cannot both take it.
 
 Each ``--module k`` job locks its own module's folder, so K jobs of one pipeline on K machines sharing
