@@ -1,10 +1,16 @@
-"""Fixes that the 2023-era OpenMMLab stack needs on today's torch, each explained where it is made.
+"""Fixes that the 2023-era OpenMMLab stack needs on today's torch (and for our package), each explained
+where it is made.
 
 Imported first by ``mmincubation/__init__.py``, so every entry point (tools, configs with
 ``custom_imports``, tests) runs with them. Nothing in site-packages is edited.
 """
 from __future__ import annotations
 
+import os.path as osp
+
+import mmengine.config.config as mmengine_config
+import mmengine.config.utils as mmengine_config_utils
+import mmengine.utils.package_utils as mmengine_package_utils
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
@@ -47,4 +53,65 @@ def allow_mmengine_checkpoints() -> None:
         [HistoryBuffer, *numpy_types, *renamed, (_history_buffer_statistic, 'builtins.getattr')])
 
 
+#: The package whose configs ``mmincubation::<config>`` bases name: ``<package dir>/.mim/configs`` (setup.py).
+PACKAGE = 'mmincubation'
+#: MMEngine's own look-ups, which ours hand every other package to (from the modules that define them: only
+#: ``mmengine.config.config``'s names are replaced).
+_STOCK_PACKAGE_AND_CFG_PATH = mmengine_config_utils._get_package_and_cfg_path
+_STOCK_INSTALLED_PATH = mmengine_package_utils.get_installed_path
+_STOCK_GET_CFG_PATH = mmengine_config.Config._get_cfg_path
+
+
+def _package_and_cfg_path(cfg_path: str) -> tuple[str, str]:
+    """``_get_package_and_cfg_path`` that also takes ``mmincubation::<config>.py`` (no sub-folder).
+
+    MMEngine's version insists on ``package::folder/name`` (``re.match(r'\\w*::\\w*/\\w*')``): every
+    mmpretrain/mmdet config lives in a folder, while our pipelines sit at the top of ``configs/``.
+    """
+    package, _, name = cfg_path.partition('::')
+    if package == PACKAGE and name and '::' not in name:
+        return PACKAGE, name
+    return _STOCK_PACKAGE_AND_CFG_PATH(cfg_path)
+
+
+def _installed_path(package: str) -> str:
+    """``get_installed_path`` that finds this package where it is imported from.
+
+    MMEngine joins the distribution's location with the package name: for an editable (PEP 660) install
+    that location is site-packages, which holds no ``mmincubation`` folder (the package stays in the
+    checkout), so ``mmincubation::`` bases were looked for in ``site-packages/mmincubation/.mim``. The
+    imported package is the one whose ``.mim`` folder the build filled (setup.py), whatever the install.
+    """
+    return osp.dirname(osp.abspath(__file__)) if package == PACKAGE else _STOCK_INSTALLED_PATH(package)
+
+
+def _cfg_path_and_scope(cfg_path: str, filename: str) -> tuple[str, str | None]:
+    """``Config._get_cfg_path`` that gives ``mmincubation::`` bases no scope, as a base named by its path.
+
+    MMEngine sets ``_scope_=<package>`` on every built dict of a ``pkg::`` base, right for mmpretrain's and
+    mmdet's configs, whose types live in their package's registries. Our configs are written for their own
+    ``default_scope`` (mmpretrain, or mmdet/mmseg downstream) and name our types ``mmincubation.X``: with
+    ``_scope_='mmincubation'``, ``type='ImageClassifier'`` would be looked for in our registries and not found.
+    """
+    path, scope = _STOCK_GET_CFG_PATH(cfg_path, filename)
+    return path, None if scope == PACKAGE else scope
+
+
+def allow_mmincubation_config_bases() -> None:
+    """Let configs inherit ours as ``_base_ = ['mmincubation::incubate_demo_fashion_mnist.py']``.
+
+    MMEngine 0.10.7 reads ``pkg::`` bases only of the OpenMMLab packages it lists
+    (``mmengine.config.utils.MODULE2PACKAGE``, alias ``PKG2PROJECT``), from ``get_installed_path(pkg)/.mim/
+    configs``. We add ours to the list, replace the two look-ups where ``mmengine.config.config`` calls them
+    (it imported them by name) and keep our bases in the scope they are written for. Needs ``import
+    mmincubation`` before the config is read: our tools do; MMEngine reads a config's bases before its
+    ``custom_imports``.
+    """
+    mmengine_config_utils.MODULE2PACKAGE[PACKAGE] = PACKAGE
+    mmengine_config._get_package_and_cfg_path = _package_and_cfg_path
+    mmengine_config.get_installed_path = _installed_path
+    mmengine_config.Config._get_cfg_path = staticmethod(_cfg_path_and_scope)
+
+
 allow_mmengine_checkpoints()
+allow_mmincubation_config_bases()

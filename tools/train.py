@@ -24,6 +24,7 @@ import mmincubation  # noqa: E402,F401  (compatibility fixes and registries)
 from mmincubation.engine.runner import PHASES  # noqa: E402
 from mmincubation.engine.runner.cli import exit_on_bad_input, merge_config_args  # noqa: E402
 from mmincubation.engine.runner.fit_checks import check_pretrained_backbone  # noqa: E402
+from mmincubation.engine.runner.run_settings import check_pipeline_run_settings  # noqa: E402
 from mmincubation.launcher import setup_launcher  # noqa: E402
 
 
@@ -40,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              'phase made from them, and train them again')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume a plain config from this checkpoint, or the latest one in work_dir '
-                             '(incubation phases always resume when interrupted)')
+                             '(incubation phases always resume when interrupted; a PATH is refused for them)')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision training')
     parser.add_argument('--no-validate', action='store_true', help='skip evaluation during training')
     parser.add_argument('--auto-scale-lr', action='store_true', help='scale lr by the actual batch size')
@@ -70,7 +71,9 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
     if 'incubation' in cfg:
+        # Our configs name it themselves (configs/_base_/incubation_runner.py); a user's pipeline config may not.
         cfg.runner_type = 'mmincubation.IncubationRunner'
+        check_pipeline_run_settings(cfg)
         if args.phase:
             cfg.incubation.phases = list(PHASES) if 'all' in args.phase else args.phase
         if args.module is not None:

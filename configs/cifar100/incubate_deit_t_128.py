@@ -23,7 +23,7 @@
 #   hybrid (module k)     35    15.61M (14.26M trained)   1.068
 #   full model           128    56.98M                    3.905   (paper: 57.2M, 3.9G)
 #   python tools/train.py configs/cifar100/incubate_deit_t_128.py
-_base_ = './e2e_deit_t_128.py'
+_base_ = ['./e2e_deit_t_128.py', '../_base_/incubation_runner.py']  # the latter: a pipeline for stock tools too
 
 incubation = dict(
     num_modules=_base_.num_modules,

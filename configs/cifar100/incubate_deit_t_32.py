@@ -16,7 +16,7 @@
 #   hybrid (module k)     11     4.94M (3.58M trained)    0.336
 #   full model            32    14.28M                    0.977   (paper: 14.5M, 1.0G)
 #   python tools/train.py configs/cifar100/incubate_deit_t_32.py
-_base_ = './e2e_deit_t_32.py'
+_base_ = ['./e2e_deit_t_32.py', '../_base_/incubation_runner.py']  # the latter: a pipeline for stock tools too
 
 incubation = dict(
     num_modules=_base_.num_modules,

@@ -3,6 +3,8 @@
 # 0.1, fine-tuning without warm-up) with the recipe's optimizer and data; the supplement gives no phase
 # lengths for it, so the meta model trains as long as the E2E model (400 epochs), each module and the
 # fine-tuning 100 epochs each. Batch per GPU x GPUs x accumulation stays 2048 per step in every phase.
+_base_ = '../incubation_runner.py'  # a pipeline for stock tools too
+
 deit3_meta_epochs = 400
 deit3_incubate_epochs = 100
 deit3_finetune_epochs = 100

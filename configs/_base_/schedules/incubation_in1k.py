@@ -13,7 +13,7 @@
 # training path (engine.py, use_amp=0) never clips; only the AMP path would.
 # Each phase's auto_scale_lr.base_batch_size is its batch per forward pass over the 8 reference GPUs, so
 # lr is 2e-3 there and follows (GPUs x batch per GPU) elsewhere, as the official 5e-4 x total batch / 512.
-_base_ = './deit_adamw_bs2048.py'
+_base_ = ['./deit_adamw_bs2048.py', '../incubation_runner.py']  # the latter: a pipeline for stock tools too
 
 num_modules = 4
 
