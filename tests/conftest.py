@@ -17,6 +17,35 @@ from mmengine.registry import init_default_scope  # noqa: E402
 import mmincubation  # noqa: F401, E402
 
 WIDTH = 16
+ROOT = Path(__file__).resolve().parents[1]
+
+# The tiny pipeline of the bug reports (../shared/cases/tiny_case.py): the demo config at 4 blocks of width 32,
+# K=2 modules of 2 blocks, ``epochs`` per phase of ``indices`` / 32 iterations, drop path in every phase but meta.
+TINY_PIPELINE = '''
+_base_ = ['{root}/configs/incubate_demo_fashion_mnist.py']
+model = dict(backbone=dict(arch=dict(_delete_=True, embed_dims=32, num_layers=4, num_heads=2,
+                                     feedforward_channels=64)), head=dict(in_channels=32))
+train_dataloader = dict(batch_size=32, dataset=dict(indices={indices}, data_root='{data}'))
+val_dataloader = dict(batch_size=128, dataset=dict(indices=128, data_root='{data}'))
+test_dataloader = val_dataloader
+default_hooks = dict(logger=dict(type='LoggerHook', interval=4))
+param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=4),
+                   dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=4)]
+incubation = dict(
+    _delete_=True,
+    num_modules=2,
+    meta=dict(train_cfg=dict(max_epochs={epochs})),
+    incubate=dict(train_cfg=dict(max_epochs={epochs}), model=dict(backbone=dict(drop_path_rate={drop_path}))),
+    finetune=dict(train_cfg=dict(max_epochs={epochs}), model=dict(backbone=dict(drop_path_rate={drop_path})),
+                  param_scheduler=[dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=0)]),
+    e2e=dict(train_cfg=dict(max_epochs={epochs}), model=dict(backbone=dict(drop_path_rate={drop_path}))),
+)
+'''
+
+
+def tiny_pipeline(data_root: str, indices: int, epochs: int, drop_path: float) -> str:
+    """The text of :data:`TINY_PIPELINE` for the Fashion-MNIST copy at ``data_root``."""
+    return TINY_PIPELINE.format(root=ROOT, data=data_root, indices=indices, epochs=epochs, drop_path=drop_path)
 
 
 def tiny_classifier_cfg(num_layers: int, **extra) -> dict:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_pipeline
 
 from mmincubation.checkpoint import META_KEY, save_atomic
 from mmincubation.datasets.fashion_mnist import DEBIAN_ROOT
@@ -26,28 +27,8 @@ PRODUCTS = ('meta/meta.pth', 'incubate/module_0/module_0.pth', 'incubate/module_
 PHASE_DIRS = ('meta', 'incubate/module_0', 'incubate/module_1', 'finetune', 'e2e')
 needs_data = pytest.mark.skipif(not Path(DEBIAN_ROOT).is_dir(), reason=f'{DEBIAN_ROOT} not installed')
 
-# The tiny pipeline of the bug reports: 4 blocks of width 32, K=2 modules of 2 blocks, 2 epochs of
-# 4 iterations per phase (drop path on, so resuming must restore the random streams too).
-TINY = '''
-_base_ = ['{root}/configs/incubate_demo_fashion_mnist.py']
-model = dict(backbone=dict(arch=dict(_delete_=True, embed_dims=32, num_layers=4, num_heads=2,
-                                     feedforward_channels=64)), head=dict(in_channels=32))
-train_dataloader = dict(batch_size=32, dataset=dict(indices=128, data_root='{data}'))
-val_dataloader = dict(batch_size=128, dataset=dict(indices=128, data_root='{data}'))
-test_dataloader = val_dataloader
-default_hooks = dict(logger=dict(type='LoggerHook', interval=4))
-param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=4),
-                   dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=4)]
-incubation = dict(
-    _delete_=True,
-    num_modules=2,
-    meta=dict(train_cfg=dict(max_epochs=2)),
-    incubate=dict(train_cfg=dict(max_epochs=2), model=dict(backbone=dict(drop_path_rate=0.1))),
-    finetune=dict(train_cfg=dict(max_epochs=2), model=dict(backbone=dict(drop_path_rate=0.1)),
-                  param_scheduler=[dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=0)]),
-    e2e=dict(train_cfg=dict(max_epochs=2), model=dict(backbone=dict(drop_path_rate=0.1))),
-)
-'''
+# The tiny pipeline (conftest.TINY_PIPELINE) at 2 epochs of 4 iterations per phase, drop path on (so resuming
+# must restore the random streams too).
 
 # Same pipeline, but each phase SIGKILLs its own process once, at its 6th iteration (in epoch 2,
 # after epoch 1's checkpoint was written), as a preempted or OOM-killed job dies.
@@ -69,7 +50,7 @@ def run_tool(*args: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.Com
 def pipelines(tmp_path_factory, data_root) -> dict[str, Path]:
     """The tiny pipeline run once uninterrupted and once killed in every phase and rerun until done."""
     configs = tmp_path_factory.mktemp('configs')
-    (configs / 'tiny.py').write_text(TINY.format(root=ROOT, data=data_root))
+    (configs / 'tiny.py').write_text(tiny_pipeline(data_root, indices=128, epochs=2, drop_path=0.1))
     (configs / 'tiny_killed.py').write_text(KILLED)
     work = tmp_path_factory.mktemp('work')
     reference = run_tool('tools/train.py', str(configs / 'tiny.py'), '--phase', 'all', '--work-dir',

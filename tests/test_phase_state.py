@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_pipeline
 from mmengine.config import Config
 
 from mmincubation.datasets.fashion_mnist import DEBIAN_ROOT
@@ -29,27 +30,7 @@ from mmincubation.tags import Tag
 ROOT = Path(__file__).resolve().parents[1]
 needs_data = pytest.mark.skipif(not Path(DEBIAN_ROOT).is_dir(), reason=f'{DEBIAN_ROOT} not installed')
 
-# The cases' tiny pipeline (../shared/cases/tiny_case.py): 4 blocks of width 32, K=2, 1 epoch of 8 iterations.
-TINY = '''
-_base_ = ['{root}/configs/incubate_demo_fashion_mnist.py']
-model = dict(backbone=dict(arch=dict(_delete_=True, embed_dims=32, num_layers=4, num_heads=2, feedforward_channels=64)),
-             head=dict(in_channels=32))
-train_dataloader = dict(batch_size=32, dataset=dict(indices=256, data_root='{data}'))
-val_dataloader = dict(batch_size=128, dataset=dict(indices=128, data_root='{data}'))
-test_dataloader = val_dataloader
-default_hooks = dict(logger=dict(type='LoggerHook', interval=4))
-param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=4),
-                   dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=4)]
-incubation = dict(
-    _delete_=True,
-    num_modules=2,
-    meta=dict(train_cfg=dict(max_epochs=1)),
-    incubate=dict(train_cfg=dict(max_epochs=1)),
-    finetune=dict(train_cfg=dict(max_epochs=1),
-                  param_scheduler=[dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=0)]),
-    e2e=dict(train_cfg=dict(max_epochs=1)),
-)
-'''
+# The cases' tiny pipeline (../shared/cases/tiny_case.py): 1 epoch of 8 iterations per phase, no drop path.
 EMA = "_base_ = ['./tiny.py']\ncustom_hooks = [dict(type='EMAHook', momentum=0.2, priority='ABOVE_NORMAL')]\n"
 ITER_CHECKPOINTS = ("_base_ = ['./tiny.py']\ndefault_hooks = dict(checkpoint=dict(type='CheckpointHook', "
                     "by_epoch=False, interval=4))\n")
@@ -83,7 +64,7 @@ def last_line(result: subprocess.CompletedProcess) -> str:
 @pytest.fixture(scope='module')
 def configs(tmp_path_factory, data_root) -> Path:
     folder = tmp_path_factory.mktemp('configs')
-    (folder / 'tiny.py').write_text(TINY.format(root=ROOT, data=data_root))
+    (folder / 'tiny.py').write_text(tiny_pipeline(data_root, indices=256, epochs=1, drop_path=0.0))
     for name, text in dict(ema=EMA, iter_checkpoints=ITER_CHECKPOINTS, persistent=PERSISTENT, iter_based=ITER_BASED,
                            iter_based_killed=ITER_BASED_KILLED).items():
         (folder / f'{name}.py').write_text(text)
