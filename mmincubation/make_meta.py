@@ -447,13 +447,11 @@ def make_meta(source: str | os.PathLike, cfg: Config, blocks: Sequence[int] | No
                               f'{tuple(pretrained.state_dict[POS_EMBED].shape)} cannot be resized to '
                               f'{tuple(reference[POS_EMBED].shape)}: {" ".join(str(error).split())[:200]}') from error
 
-    record = dict(phase='meta', **layout.tag(), holds='meta', inputs=dict(pretrained=file_digest(pretrained.path)),
-                  pretrained=dict(checkpoint=str(pretrained.path), kind=pretrained.kind, weights=pretrained.weights,
-                                  depth=depth, blocks=blocks,
-                                  head='new' if misfit else 'reused', **pretraining_cost(pretrained, cost)))
-    meta = {META_KEY: record}
-    if misfit is None and pretrained.dataset_meta:
-        meta['dataset_meta'] = pretrained.dataset_meta
+    made_of = dict(checkpoint=str(pretrained.path), kind=pretrained.kind, weights=pretrained.weights, depth=depth,
+                   blocks=blocks, head='new' if misfit else 'reused', **pretraining_cost(pretrained, cost))
+    tag = Tag.of_layout('meta', layout.tag(), inputs=dict(pretrained=file_digest(pretrained.path)),
+                        extra=dict(pretrained=made_of))
+    meta = tag.meta(**({'dataset_meta': pretrained.dataset_meta} if misfit is None and pretrained.dataset_meta else {}))
     return dict(meta=meta, state_dict={key: value.detach().clone() for key, value in model.state_dict().items()})
 
 
