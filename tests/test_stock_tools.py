@@ -122,8 +122,6 @@ def test_check_pipeline_run_settings():
     check_pipeline_run_settings(plain)  # a plain config's load_from is MMEngine's, untouched
 
 
-@pytest.mark.xfail(strict=True,
-                   reason='needs IncubationRunner.from_cfg to call check_pipeline_run_settings (owned elsewhere)')
 def test_a_top_level_load_from_is_refused_by_the_stock_tool(tmp_path):
     cfg = stock_cfg(DEMO, '--work-dir', str(tmp_path), '--resume', 'epoch_3.pth')
     with pytest.raises(RecipeError, match='would start every phase from it'):

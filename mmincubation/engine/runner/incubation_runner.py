@@ -26,6 +26,7 @@ from .fit_checks import full_model_shapes
 from .phase_config import build_layout, check_resumable, phase_layout, phase_recipe, recipe_fingerprint
 from .phase_lock import PhaseLock, PhaseLocked
 from .records import RECORD_FILE, PhaseRecord, format_summary, read_record, write_record
+from .run_settings import check_pipeline_run_settings
 
 DEFAULT_PHASES = ('meta', 'incubate', 'assemble', 'finetune')
 #: Where a meta phase with a head warm-up keeps the meta model made of the pretrained network, keyed by what it
@@ -115,6 +116,9 @@ class IncubationRunner:
 
     @classmethod
     def from_cfg(cls, cfg: Config) -> IncubationRunner:
+        """The runner a training tool builds from ``runner_type`` (ours or a stock one), its run settings checked
+        (:func:`~.run_settings.check_pipeline_run_settings`)."""
+        check_pipeline_run_settings(cfg)
         incubation = cfg.get('incubation') or {}
         return cls(cfg, phases=incubation.get('phases', DEFAULT_PHASES), modules=incubation.get('modules'))
 
