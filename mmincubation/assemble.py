@@ -48,7 +48,7 @@ def assemble_modules(module_files: Sequence[str | os.PathLike],
     if not module_files:
         raise CheckpointError('no module checkpoint given to assemble')
     expected = layout
-    layout, merged, sources = None, {}, {}
+    layout, merged, sources, dataset_meta = None, {}, {}, {}
     for path in module_files:
         checkpoint = load_weights(path)
         module_layout, module = _module_record(incubation_meta(checkpoint, path, phase='incubate'), path)
@@ -73,6 +73,8 @@ def assemble_modules(module_files: Sequence[str | os.PathLike],
                                   f'modules: {foreign[:5]}')
         sources[module] = str(path)
         merged.update(checkpoint['state_dict'])
+        if module == layout.num_modules - 1:  # the head's module names the classes
+            dataset_meta = checkpoint['meta'].get('dataset_meta') or {}
     missing = sorted(set(range(layout.num_modules)) - set(sources))
     if missing:
         raise CheckpointError(f'modules {missing} of layout {layout.depths} are missing; '
@@ -81,7 +83,7 @@ def assemble_modules(module_files: Sequence[str | os.PathLike],
         check_state_dict(merged, reference, source=f'the assembly of {list(sources.values())}')
     files = [sources[m] for m in range(layout.num_modules)]
     tag = Tag.of_layout('assemble', layout.tag(), inputs=module_inputs(files), extra=dict(sources=files))
-    return dict(meta=tag.meta(), state_dict=merged)
+    return dict(meta=tag.meta(dataset_meta=dataset_meta), state_dict=merged)
 
 
 def module_inputs(module_files: Sequence[str | os.PathLike]) -> dict[str, str]:

@@ -94,6 +94,9 @@ def test_a_finished_pipeline_reruns_as_finished_and_changes_nothing(configs, fin
     tag = Tag.of_checkpoint(torch.load(Phase('incubate', 1).product(finished), weights_only=True))
     assert tag.holds == 'module' and tag.module == 1 and len(tag.fingerprint) == 64
     assert tag.inputs == {'meta.pth': hashlib.sha256(before['meta']).hexdigest()}
+    for phase in PRODUCTS:  # every product names its classes, as MMEngine's own checkpoints do
+        classes = torch.load(phase.product(finished), weights_only=True)['meta']['dataset_meta']['classes']
+        assert len(classes) == 10 and classes[0] == 'T-shirt/top', phase
 
 
 @needs_data

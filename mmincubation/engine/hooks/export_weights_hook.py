@@ -84,6 +84,10 @@ class ExportWeightsHook(Hook):
             state_dict = {key: value.detach().cpu() for key, value in model.state_dict().items()}
         path = f'{runner.work_dir}/{self.filename}'
         check_finite(state_dict, f'the {self.tag.phase} phase\'s product {path} (not written)')
-        meta = self.tag.with_(weights=weights).meta(dataset_meta=getattr(model, 'dataset_meta', None) or {})
+        # what MMEngine's own checkpoints carry: the training set's metainfo (class names), so that inference
+        # APIs and downstream tools can name the classes of a product
+        dataset = getattr(runner.train_dataloader, 'dataset', None)
+        dataset_meta = dict(getattr(dataset, 'metainfo', None) or getattr(model, 'dataset_meta', None) or {})
+        meta = self.tag.with_(weights=weights).meta(dataset_meta=dataset_meta)
         save_atomic(dict(meta=meta, state_dict=state_dict), path)
         runner.logger.info(f'{self.tag.phase} phase exported {len(state_dict)} tensors ({weights} weights) to {path}')
