@@ -140,15 +140,19 @@ def test_train_command_line_selects_phases_and_modules(tmp_path):
 
 
 def test_accuracy_vs_cost_lays_the_incubation_phases_end_to_end(tmp_path):
-    from mmincubation.visualization import accuracy_curves, plot_accuracy_vs_cost
+    import matplotlib.colors
+    import matplotlib.pyplot
+
+    from mmincubation.visualization import accuracy_curves, accuracy_figure, plot_accuracy_vs_cost
 
     def record(phase: str, cost: float, module: int | None = None, accuracies=(50.0, 60.0)) -> None:
         history = [dict(epoch=i + 1, cost=cost * (i + 1) / len(accuracies), metrics={'accuracy/top1': a})
                    for i, a in enumerate(accuracies)]
         folder = Phase(phase, module).work_dir(tmp_path)
         folder.mkdir(parents=True)
+        tested = {'accuracy/top1': 70.0} if phase == 'finetune' else {}
         (folder / 'phase_record.json').write_text(json.dumps(dict(phase=phase, module=module, cost=cost,
-                                                                  history=history)))
+                                                                  history=history, test_metrics=tested)))
 
     record('meta', 100)
     record('incubate', 40, module=0)
@@ -163,6 +167,14 @@ def test_accuracy_vs_cost_lays_the_incubation_phases_end_to_end(tmp_path):
     assert [c for c, _ in curves['fine-tune']] == [300, 400]  # the whole pipeline's cost at the end
     assert [c for c, _ in curves['end-to-end']] == [200, 400]
     assert plot_accuracy_vs_cost(tmp_path, tmp_path / 'plot.png').stat().st_size > 10_000
+    fig = accuracy_figure(tmp_path)
+    lines = fig.axes[0].get_lines()
+    colours = {line.get_label(): matplotlib.colors.to_hex(line.get_color()) for line in lines}
+    assert len(set(colours[name] for name in curves)) == len(curves)  # no colour shared by two curves
+    assert colours['end-to-end'] == '#000000' and colours['fine-tune: test top-1 70.00'] == colours['fine-tune']
+    star = next(line for line in lines if line.get_label().startswith('fine-tune: test'))
+    assert list(star.get_xdata()) == [400 / 1e6] and list(star.get_ydata()) == [70.0]
+    matplotlib.pyplot.close(fig)
 
 
 @needs_data
