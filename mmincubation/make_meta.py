@@ -364,7 +364,7 @@ def _head_misfit(source: Mapping[str, torch.Tensor], reference: Mapping[str, tor
 
 
 def make_meta(source: str | os.PathLike, cfg: Config, blocks: Sequence[int] | None = None,
-              cost: float | None = None, ema: bool = False) -> dict:
+              cost: float | None = None, ema: bool = False, recipe: tuple[str, str] | None = None) -> dict:
     """A meta-model checkpoint for ``cfg`` made of a pretrained network of the same width.
 
     Args:
@@ -378,6 +378,8 @@ def make_meta(source: str | os.PathLike, cfg: Config, blocks: Sequence[int] | No
         ema: use the source's EMA copies of its weights (mmcv 1.x ``ema_*`` buffers, MMEngine's
             ``ema_state_dict``) instead of the raw weights; without it, EMA copies found are named in the
             log and left unused.
+        recipe: the meta phase's recipe and fingerprint the pipeline made it for
+            (:func:`~mmincubation.engine.runner.phase_config.recipe_fingerprint`), recorded in the tag.
 
     Returns:
         ``dict(meta=dict(mmincubation=record[, dataset_meta]), state_dict=...)``: the meta model's keys
@@ -449,14 +451,15 @@ def make_meta(source: str | os.PathLike, cfg: Config, blocks: Sequence[int] | No
 
     made_of = dict(checkpoint=str(pretrained.path), kind=pretrained.kind, weights=pretrained.weights, depth=depth,
                    blocks=blocks, head='new' if misfit else 'reused', **pretraining_cost(pretrained, cost))
+    recorded = dict(zip(('recipe', 'fingerprint'), recipe)) if recipe else {}
     tag = Tag.of_layout('meta', layout.tag(), inputs=dict(pretrained=file_digest(pretrained.path)),
-                        extra=dict(pretrained=made_of))
+                        extra=dict(pretrained=made_of), **recorded)
     meta = tag.meta(**({'dataset_meta': pretrained.dataset_meta} if misfit is None and pretrained.dataset_meta else {}))
     return dict(meta=meta, state_dict={key: value.detach().clone() for key, value in model.state_dict().items()})
 
 
 def write_meta(source: str | os.PathLike, cfg: Config, out: str | os.PathLike, blocks: Sequence[int] | None = None,
-               cost: float | None = None, ema: bool = False) -> dict:
+               cost: float | None = None, ema: bool = False, recipe: tuple[str, str] | None = None) -> dict:
     """:func:`make_meta` written to ``out`` atomically; nothing is written if anything is wrong.
 
     Returns the tag's record (``meta.mmincubation``).
@@ -467,7 +470,7 @@ def write_meta(source: str | os.PathLike, cfg: Config, out: str | os.PathLike, b
             later phases may have been made from a meta model; then what :func:`make_meta` raises.
     """
     check_output(out, [source], replace=False)
-    checkpoint = make_meta(source, cfg, blocks, cost, ema)
+    checkpoint = make_meta(source, cfg, blocks, cost, ema, recipe)
     save_atomic(checkpoint, out)
     return checkpoint['meta'][META_KEY]
 

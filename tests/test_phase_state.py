@@ -6,6 +6,7 @@ Each handed case of the issue (../shared/cases/<name>) is a test here, running t
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -22,8 +23,9 @@ from conftest import tiny_pipeline
 from mmengine.config import Config
 
 from mmincubation.datasets.fashion_mnist import DEBIAN_ROOT
-from mmincubation.engine.runner.phase_config import RecipeError, check_resumable, phase_recipe
+from mmincubation.engine.runner.phase_config import RecipeError, check_resumable, phase_recipe, recipe_fingerprint
 from mmincubation.engine.runner.phase_lock import STALE_AFTER, PhaseLock, PhaseLocked
+from mmincubation.engine.runner.records import load_records, method_results
 from mmincubation.phases import PHASE_TABLE, Phase, all_phases
 from mmincubation.tags import Tag
 
@@ -32,6 +34,11 @@ needs_data = pytest.mark.skipif(not Path(DEBIAN_ROOT).is_dir(), reason=f'{DEBIAN
 
 # The cases' tiny pipeline (../shared/cases/tiny_case.py): 1 epoch of 8 iterations per phase, no drop path.
 EMA = "_base_ = ['./tiny.py']\ncustom_hooks = [dict(type='EMAHook', momentum=0.2, priority='ABOVE_NORMAL')]\n"
+EMA_2_EPOCHS = "_base_ = ['./ema.py']\nincubation = dict(e2e=dict(train_cfg=dict(max_epochs=2)))\n"
+EMA_KILLED = """_base_ = ['./ema_2_epochs.py']
+custom_imports = dict(imports=['sigkill_once_hook'], allow_failed_imports=False)
+custom_hooks = [dict(type='EMAHook', momentum=0.2, priority='ABOVE_NORMAL'), dict(type='SigkillOnceHook', at_iter=11)]
+"""
 ITER_CHECKPOINTS = ("_base_ = ['./tiny.py']\ndefault_hooks = dict(checkpoint=dict(type='CheckpointHook', "
                     "by_epoch=False, interval=4))\n")
 PERSISTENT = "_base_ = ['./tiny.py']\ntrain_dataloader = dict(num_workers=2, persistent_workers=True)\n"
@@ -65,7 +72,8 @@ def last_line(result: subprocess.CompletedProcess) -> str:
 def configs(tmp_path_factory, data_root) -> Path:
     folder = tmp_path_factory.mktemp('configs')
     (folder / 'tiny.py').write_text(tiny_pipeline(data_root, indices=256, epochs=1, drop_path=0.0))
-    for name, text in dict(ema=EMA, iter_checkpoints=ITER_CHECKPOINTS, persistent=PERSISTENT, iter_based=ITER_BASED,
+    for name, text in dict(ema=EMA, ema_2_epochs=EMA_2_EPOCHS, ema_killed=EMA_KILLED, iter_checkpoints=ITER_CHECKPOINTS,
+                           persistent=PERSISTENT, iter_based=ITER_BASED,
                            iter_based_killed=ITER_BASED_KILLED).items():
         (folder / f'{name}.py').write_text(text)
     return folder
@@ -132,8 +140,9 @@ def test_only_the_modules_of_another_layout_left_are_refused_too(configs, finish
 
 @needs_data
 def test_a_product_made_from_another_input_is_refused_and_retrain_sets_it_aside(configs, finished, tmp_path):
-    """Another meta.pth than the one the modules were made from: the modules no longer fit; --retrain meta sets
-    meta, modules, assembly and fine-tune aside (kept, not deleted) and trains them again; E2E is untouched."""
+    """Another meta.pth than the one the modules were made from: the modules no longer fit; --retrain meta keeps
+    the meta model (it fits), sets what no longer fits aside (modules, and the assembly and fine-tune made from
+    them; kept, not deleted) and trains them again; E2E is untouched. Run again, --retrain sets nothing aside."""
     work = tmp_path / 'work'
     shutil.copytree(finished, work)
     meta = torch.load(work / 'meta' / 'meta.pth', weights_only=True)
@@ -143,18 +152,121 @@ def test_a_product_made_from_another_input_is_refused_and_retrain_sets_it_aside(
     assert result.returncode == 1
     assert 'module_0.pth does not fit this config (it was made from another meta.pth than the one now on disk)' \
         in last_line(result)
+    result = train(str(configs / 'tiny.py'), '--phase', 'finetune', '--work-dir', str(work))  # its lineage too
+    assert result.returncode == 1 and 'module_0.pth does not fit this config' in last_line(result)
 
     before = digests(work)
-    result = train(str(configs / 'tiny.py'), '--phase', 'all', '--work-dir', str(work), '--retrain', 'meta')
+    command = (str(configs / 'tiny.py'), '--phase', 'all', '--work-dir', str(work), '--retrain', 'meta')
+    result = train(*command)
     assert result.returncode == 0, result.stdout[-3000:]
+    assert '--retrain meta: what it left fits this config, kept' in result.stdout
     aside = next((work / 'replaced').iterdir())
-    for phase in PRODUCTS[:-1]:  # everything made from the meta model, set aside as it was
+    for phase in PRODUCTS[1:-1]:  # everything made from the other meta model, set aside as it was
         assert phase.product(aside).read_bytes() == before[str(phase)], phase
-    assert result.stdout.count('already finished') == 1  # e2e
-    assert digests(work)['e2e'] == before['e2e']
-    for phase in PRODUCTS[:-1]:  # retrained from the same recipe: the original products again (CPU is deterministic)
+    assert not (aside / 'meta').exists() and not list(aside.rglob('.phase.lock'))
+    assert result.stdout.count('already finished') == 2  # meta, e2e
+    assert digests(work)['e2e'] == before['e2e'] and digests(work)['meta'] == before['meta']
+    for phase in PRODUCTS[1:-1]:  # retrained from the same weights and recipe: the original products again
         retrained, original = (torch.load(phase.product(w), weights_only=True) for w in (work, finished))
         assert all(torch.equal(retrained['state_dict'][k], v) for k, v in original['state_dict'].items()), phase
+    records = load_records(work)  # the pipeline's own records only, not those set aside
+    assert [str(Phase(r['phase'], r['module'])) for r in records] == [str(p) for p in PRODUCTS if p.spec.trains]
+    assert method_results(work)['incubation']['cost'] == method_results(finished)['incubation']['cost']
+
+    result = train(*command)  # a requeued job whose command still says --retrain: nothing set aside again
+    assert result.returncode == 0 and len(list((work / 'replaced').iterdir())) == 1
+    assert result.stdout.count('already finished') == len(PRODUCTS)
+
+
+@needs_data
+def test_retrain_refuses_a_phase_it_would_not_run_or_another_process_writes(configs, finished, tmp_path):
+    work = tmp_path / 'work'
+    shutil.copytree(finished, work)
+    result = train(str(configs / 'tiny.py'), '--work-dir', str(work), '--retrain', 'e2e')
+    assert result.returncode == 1
+    assert last_line(result) == 'error: --retrain e2e: not among the phases to run (meta incubate assemble ' \
+                                'finetune); add them to --phase'
+    with PhaseLock(Phase('e2e').lock_file(work), 'e2e'):
+        result = train(str(configs / 'tiny.py'), '--phase', 'e2e', '--work-dir', str(work), '--retrain', 'e2e',
+                       '--cfg-options', 'incubation.e2e.train_cfg.max_epochs=2')
+    assert result.returncode == 1 and 'the e2e phase is being written by another process' in last_line(result)
+    assert digests(work) == digests(finished)
+
+
+@needs_data
+def test_a_phase_refuses_inputs_of_another_layout_or_recipe(configs, finished, tmp_path):
+    """--phase incubate alone (a SLURM array job): a meta model of another layout or recipe is refused, and
+    finished modules are not 'finished' once the meta phase's recipe changed."""
+    work = tmp_path / 'work'
+    shutil.copytree(finished / 'meta', work / 'meta')
+    result = train(str(configs / 'tiny.py'), '--phase', 'incubate', '--work-dir', str(work), '--cfg-options',
+                   'model.backbone.arch.num_layers=6')
+    assert result.returncode == 1
+    assert f'{work}/meta/meta.pth does not fit this config (vit layout (2, 2) vs vit layout (3, 3))' \
+        in last_line(result)
+    assert not (work / 'incubate').exists()
+    result = train(str(configs / 'tiny.py'), '--phase', 'incubate', '--work-dir', str(finished), '--cfg-options',
+                   'incubation.meta.optim_wrapper.optimizer.lr=0.002')
+    assert result.returncode == 1 and 'already finished' not in result.stdout
+    assert 'meta.pth does not fit this config (optim_wrapper.optimizer.lr 0.001 vs 0.002)' in last_line(result)
+
+
+@needs_data
+def test_a_changed_pretrained_source_or_its_blocks_or_init_checkpoint_is_refused(configs, finished, tmp_path):
+    work, source = tmp_path / 'work', str(finished / 'e2e' / 'e2e.pth')
+    meta_from = f'incubation.meta_from.checkpoint={source}'
+    result = train(str(configs / 'tiny.py'), '--phase', 'meta', '--work-dir', str(work), '--cfg-options', meta_from)
+    assert result.returncode == 0, result.stdout[-3000:]
+    result = train(str(configs / 'tiny.py'), '--phase', 'meta', '--work-dir', str(work), '--cfg-options', meta_from)
+    assert result.returncode == 0 and 'meta already finished' in result.stdout
+    result = train(str(configs / 'tiny.py'), '--phase', 'meta', '--work-dir', str(work), '--cfg-options', meta_from,
+                   'incubation.meta_from.blocks=[1,2]')
+    assert result.returncode == 1 and 'meta_from.blocks unset vs [1, 2]' in last_line(result)
+
+    init = ['model.backbone.init_cfg.type=Pretrained', 'model.backbone.init_cfg.prefix=backbone.']
+    result = train(str(configs / 'tiny.py'), '--phase', 'e2e', '--work-dir', str(work), '--cfg-options', *init,
+                   f'model.backbone.init_cfg.checkpoint={source}')
+    assert result.returncode == 0, result.stdout[-3000:]
+    result = train(str(configs / 'tiny.py'), '--phase', 'e2e', '--work-dir', str(work), '--cfg-options', *init,
+                   f'model.backbone.init_cfg.checkpoint={finished / "finetune" / "finetuned.pth"}')
+    assert result.returncode == 1
+    assert 'it was made from another model.backbone.init_cfg.checkpoint than the one now on disk' in last_line(result)
+
+
+@needs_data
+def test_a_meta_model_made_by_make_meta_is_the_meta_phase_s_product(configs, finished, tmp_path):
+    """The README's growing recipe: tools/make_meta.py into the work dir, then the pipeline skips meta training."""
+    work = tmp_path / 'work'
+    made = subprocess.run([sys.executable, 'tools/make_meta.py', str(finished / 'e2e' / 'e2e.pth'),
+                           str(configs / 'tiny.py'), '--work-dir', str(work)], cwd=ROOT, capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert made.returncode == 0, made.stderr[-2000:]
+    result = train(str(configs / 'tiny.py'), '--phase', 'meta', 'incubate', '--module', '0', '--work-dir', str(work))
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert 'meta already finished' in result.stdout and Phase('incubate', 0).product(work).is_file()
+
+
+def test_what_changes_a_recipe_s_fingerprint_and_what_does_not(load):
+    """Which images a phase trains on and how it trains change the fingerprint; where the data lies, how it is
+    validated and logged do not."""
+    cfg = load(ROOT / 'configs' / 'incubate_demo_fashion_mnist.py')
+
+    def fingerprint(**options) -> str:
+        changed = copy.deepcopy(cfg)
+        changed.merge_from_dict(options)
+        return recipe_fingerprint(phase_recipe(changed, 'meta'))[1]
+
+    same = fingerprint()
+    for options in (dict(train_dataloader=dict(dataset=dict(indices=100))),
+                    dict(train_dataloader=dict(dataset=dict(ann_file='train_10pct.txt'))),
+                    dict(train_dataloader=dict(dataset=dict(data_prefix='val'))),
+                    dict(optim_wrapper=dict(optimizer=dict(lr=1.0)))):
+        assert fingerprint(**options) != same, options
+    for options in (dict(train_dataloader=dict(dataset=dict(data_root='/elsewhere'), pin_memory=True)),
+                    dict(val_dataloader=dict(batch_size=7), val_cfg=None, train_cfg=dict(val_interval=5)),
+                    dict(default_hooks=dict(logger=dict(interval=1), checkpoint=dict(interval=2))),
+                    dict(work_dir='/elsewhere', log_level='DEBUG')):
+        assert fingerprint(**options) == same, options
 
 
 @needs_data
@@ -208,6 +320,18 @@ def test_ema_products_are_the_weights_the_records_scored(configs, tmp_path):
     assert result.returncode == 0 and result.stdout.count('already finished') == 2
     result = train(str(configs / 'tiny.py'), '--phase', 'meta', '--work-dir', str(work))  # the same without EMA
     assert 'custom_hooks' in last_line(result) and result.returncode == 1
+
+
+@needs_data
+def test_an_ema_phase_killed_mid_run_resumes_to_the_same_product(configs, tmp_path):
+    reference, killed = tmp_path / 'reference', tmp_path / 'killed'
+    assert train(str(configs / 'ema_2_epochs.py'), '--phase', 'e2e', '--work-dir', str(reference)).returncode == 0
+    assert train(str(configs / 'ema_killed.py'), '--phase', 'e2e', '--work-dir', str(killed)).returncode == -9
+    result = train(str(configs / 'ema_killed.py'), '--phase', 'e2e', '--work-dir', str(killed))
+    assert result.returncode == 0, result.stdout[-3000:]
+    products = [torch.load(work / 'e2e' / 'e2e.pth', weights_only=True) for work in (reference, killed)]
+    assert products[1]['meta']['mmincubation']['weights'] == 'ema'
+    assert all(torch.equal(products[0]['state_dict'][k], v) for k, v in products[1]['state_dict'].items())
 
 
 @needs_data

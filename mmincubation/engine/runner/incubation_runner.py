@@ -16,14 +16,14 @@ from mmengine.dist import barrier, broadcast_object_list, is_main_process
 from mmengine.logging import print_log
 from mmengine.runner import Runner
 
-from ...assemble import assemble, module_inputs
+from ...assemble import assemble
 from ...checkpoint import CheckpointError, file_digest, load_fitting, read_torch_file
 from ...layout import ModuleLayout
 from ...phases import PHASE_TABLE, PHASES, TESTED, Phase
 from ...registry import RUNNERS
 from ...tags import Tag
 from .fit_checks import full_model_shapes
-from .phase_config import build_layout, check_resumable, phase_layout, phase_recipe, recipe_fingerprint
+from .phase_config import RecipeError, build_layout, check_resumable, phase_layout, phase_recipe, recipe_fingerprint
 from .phase_lock import PhaseLock, PhaseLocked
 from .records import RECORD_FILE, PhaseRecord, format_summary, read_record, write_record
 from .run_settings import check_pipeline_run_settings
@@ -47,6 +47,20 @@ def phase_hooks(layout: ModuleLayout, phase: str, module: int | None = None,
             dict(type='mmincubation.ExportWeightsHook', filename=Phase(phase, module).product_name,
                  tag=tag.with_(recipe=None).to_dict()),
             dict(type='mmincubation.RandomStateHook')]
+
+
+def _pretrained_inits(value: object, where: str) -> dict[str, str]:
+    """``{setting: checkpoint}`` of every ``init_cfg=dict(type='Pretrained', checkpoint=...)`` under ``value``."""
+    found = {}
+    if isinstance(value, dict):
+        if value.get('type') == 'Pretrained' and isinstance(value.get('checkpoint'), str):
+            found[f'{where}.checkpoint'] = value['checkpoint']
+        for key, item in value.items():
+            found.update(_pretrained_inits(item, f'{where}.{key}'))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found.update(_pretrained_inits(item, f'{where}[{index}]'))
+    return found
 
 
 #: MMEngine's checkpoint files in a phase's work dir, numbered by epoch or iteration.
@@ -112,6 +126,10 @@ class IncubationRunner:
         unknown = [phase for phase in self.retrain if phase not in PHASES]
         if unknown:
             raise ValueError(f'incubation.retrain: unknown phases {unknown}; choose from {PHASES}')
+        idle = [phase for phase in self.retrain if phase not in self.phases]
+        if idle:
+            raise RecipeError(f'--retrain {" ".join(idle)}: not among the phases to run ({" ".join(self.phases)}); '
+                              'add them to --phase')
         self._digests: dict[tuple, str] = {}
 
     @classmethod
@@ -168,16 +186,29 @@ class IncubationRunner:
         if not product.is_file():
             return False
         self.check_fits(product, self.expected_tag(phase, module), Phase(phase, module))
+        self.check_lineage(phase, module)
         record = product.parent / RECORD_FILE
         return not self._tested(phase) or (record.is_file() and bool(read_record(record)['test_metrics']))
+
+    def check_lineage(self, phase: str, module: int | None = None) -> None:
+        """Refuse a phase made from products, direct or not, that do not fit this config (:meth:`check_fits`).
+
+        Their files are checked where they are on disk; one that is gone is not judged (its digest, recorded
+        in the products made from it, no longer matches anything a rerun could make).
+        """
+        for made_from in Phase(phase, module).inputs(self.layout.num_modules):
+            path = made_from.product(self.work_dir)
+            if path.is_file():
+                self.check_fits(path, self.expected_tag(made_from.name, made_from.module), made_from)
+                self.check_lineage(made_from.name, made_from.module)
 
     def check_fits(self, path: Path, expected: Tag, phase: Phase, what: str = '') -> None:
         """Refuse ``path`` when its tag differs from ``expected`` (see :meth:`finished`)."""
         try:
             tag = Tag.of_checkpoint(read_torch_file(path, mmap=True))
         except (KeyError, TypeError, ValueError) as error:  # CheckpointError is a ValueError too
-            raise CheckpointError(f'{path} cannot be read as the {phase} phase\'s {what or "product"}: '
-                                  f'{error}') from error
+            raise CheckpointError(f'{path} cannot be read as the {phase} phase\'s {what or "product"} ({error}): '
+                                  f'--retrain {phase.name} sets it aside and trains the phase again') from error
         misfit = 'it has no mmincubation tag' if tag is None else tag.misfit(expected)
         if misfit:
             raise CheckpointError(
@@ -196,49 +227,97 @@ class IncubationRunner:
 
     def input_digests(self, phase: str, module: int | None = None) -> dict[str, str]:
         """``{file name: sha256}`` of the files ``phase`` is made from, as they are on disk now."""
-        if phase == 'assemble':
-            return module_inputs([self.product('incubate', k) for k in range(self.layout.num_modules)])
         inputs = {made_from.product_name: self._digest(made_from.product(self.work_dir))
                   for made_from in Phase(phase, module).inputs(self.layout.num_modules)}
         if phase == 'meta' and self.meta_from:
             inputs['pretrained'] = self._digest(Path(self.meta_from['checkpoint']))
         spec = PHASE_TABLE[phase]
-        load_from = phase_recipe(self.cfg, phase, module).get('load_from') if spec.trains else None
-        if load_from and spec.reads != 'load_from':  # a checkpoint the user starts the phase from
-            inputs['load_from'] = self._digest(Path(load_from))
+        if not spec.trains:
+            return inputs
+        recipe = phase_recipe(self.cfg, phase, module)
+        if recipe.get('load_from') and spec.reads != 'load_from':  # a checkpoint the user starts the phase from
+            inputs['load_from'] = self._digest(Path(recipe.load_from))
+        for setting, path in _pretrained_inits(recipe.model, 'model').items():  # init_cfg=dict(type='Pretrained')
+            inputs[setting] = self._digest(Path(path))
         return inputs
 
     def expected_tag(self, phase: str, module: int | None = None) -> Tag:
-        """The tag this config writes on ``phase``'s product (:class:`~mmincubation.tags.Tag`)."""
+        """The tag this config writes on ``phase``'s product (:class:`~mmincubation.tags.Tag`).
+
+        A meta model made by ``tools/make_meta.py`` (its tag names what it was ``pretrained`` from) is the meta
+        phase's product when the config trains the meta model itself: only its layout is compared then.
+        """
         fields = dict(module=module, inputs=self.input_digests(phase, module))
-        adopted = phase == 'meta' and self.meta_from and not self.meta_from.get('warmup')
-        if PHASE_TABLE[phase].trains and not adopted:
+        if phase == 'meta' and not self.meta_from and self._made_by_make_meta():
+            return Tag.of_layout(phase, self.layout.tag())
+        if PHASE_TABLE[phase].trains:  # the adopted meta model of meta_from too: made for that recipe
             recipe = phase_recipe(self.cfg, phase, module)
             fields['recipe'], fields['fingerprint'] = recipe_fingerprint(recipe)
             fields['weights'] = 'ema' if any(str(hook.get('type', '')).endswith('EMAHook')
                                              for hook in recipe.get('custom_hooks') or []) else 'raw'
+            if phase == 'meta' and self.meta_from and not self.meta_from.get('warmup'):
+                fields['weights'] = 'raw'
         return Tag.of_layout(phase, self.layout.tag(), **fields)
 
+    def _made_by_make_meta(self) -> bool:
+        product = self.product('meta')
+        if not product.is_file():
+            return False
+        try:
+            tag = Tag.of_checkpoint(read_torch_file(product, mmap=True))
+        except (KeyError, TypeError, ValueError):
+            return False
+        return tag is not None and bool(tag.extra.get('pretrained')) and not tag.fingerprint
+
+    def _fits(self, phase: Phase) -> bool:
+        """Whether what ``phase`` left in its folder fits this config: its product, else the checkpoint it would
+        resume from (True when it left neither)."""
+        path, tag = phase.product(self.work_dir), self.expected_tag(phase.name, phase.module)
+        if not path.is_file() and phase.spec.work_dir:
+            resume_from, _ = resume_checkpoint(phase.work_dir(self.work_dir))
+            path, tag = Path(resume_from or path), tag.with_(holds=phase.spec.checkpoint_holds)
+        if not path.is_file():
+            return True
+        try:
+            self.check_fits(path, tag, phase)
+        except CheckpointError:
+            return False
+        return True
+
     def set_aside(self) -> None:
-        """``incubation.retrain`` (``--retrain``): move the named phases' runs and products, and those of every
-        phase made from them, to ``<work dir>/replaced/<time>/`` (nothing is deleted), so they train again."""
+        """``incubation.retrain`` (``--retrain``): move what the named phases left that does not fit this config, and
+        whatever was made from it, to ``<work dir>/replaced/<time>/`` (nothing is deleted), so they train again.
+
+        A phase whose product (or interrupted run) fits is kept, so a requeued job whose command still says
+        ``--retrain`` resumes instead of starting over. Each phase is locked while it is moved: one that another
+        process is writing is refused (:class:`~.phase_lock.PhaseLocked`).
+        """
         num_modules = self.layout.num_modules
-        chosen = [Phase(name, module) for name in self.retrain
-                  for module in (self.modules if PHASE_TABLE[name].per_module else [None])]
-        for phase in list(chosen):
-            chosen += [later for later in phase.dependents(num_modules) if later not in chosen]
+        named = [Phase(name, module) for name in self.retrain
+                 for module in (self.modules if PHASE_TABLE[name].per_module else [None])]
+        candidates = sorted({later for phase in named for later in [phase, *phase.dependents(num_modules)]},
+                            key=lambda p: p.order)
         if not is_main_process():
             barrier()
             return
-        aside = self.work_dir / 'replaced' / time.strftime('%Y%m%d_%H%M%S')
-        for phase in sorted(chosen, key=lambda p: p.order):
-            spec = phase.spec
-            source = phase.product(self.work_dir) if not spec.work_dir else phase.work_dir(self.work_dir)
-            if source.exists():
+        aside, moved = self.work_dir / 'replaced' / time.strftime('%Y%m%d_%H%M%S'), []
+        for phase in candidates:
+            made_from_moved = any(earlier in moved for earlier in phase.inputs(num_modules))
+            if not made_from_moved and self._fits(phase):
+                if phase in named:
+                    print_log(f'--retrain {phase}: what it left fits this config, kept', logger='current')
+                continue
+            source = phase.work_dir(self.work_dir) if phase.spec.work_dir else phase.product(self.work_dir)
+            moved.append(phase)
+            if not source.exists():
+                continue
+            with PhaseLock(phase.lock_file(self.work_dir), str(phase)):
                 target = aside / source.relative_to(self.work_dir)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(source, target)
-                print_log(f'--retrain {phase}: {source} set aside in {target}', logger='current')
+                if phase.spec.work_dir:  # our lock moved with the folder
+                    (target / phase.lock_file(self.work_dir).name).unlink(missing_ok=True)
+            print_log(f'--retrain {phase}: {source} set aside in {target}', logger='current')
         barrier()
 
     def run_config(self, phase: str, module: int | None = None) -> Config:
@@ -261,7 +340,7 @@ class IncubationRunner:
         cfg.resume = resume_from is not None
         tag = self.expected_tag(phase, module)
         if resume_from:
-            self.check_fits(Path(resume_from), tag.with_(holds=PHASE_TABLE[phase].checkpoint_holds, weights='raw'),
+            self.check_fits(Path(resume_from), tag.with_(holds=PHASE_TABLE[phase].checkpoint_holds),
                             Phase(phase, module), 'checkpoint to resume from')
         spec = PHASE_TABLE[phase]
         if spec.reads:  # the input product goes where the phase's row says (the meta model, the assembly)
@@ -286,22 +365,24 @@ class IncubationRunner:
     def meta_from(self) -> dict | None:
         return (self.cfg.get('incubation') or {}).get('meta_from')
 
-    def make_meta(self, out: Path) -> tuple[str, dict]:
+    def make_meta(self, out: Path, recipe: tuple[str, str] | None = None) -> tuple[str, dict]:
         """The meta model made of ``incubation.meta_from``'s pretrained network, written to ``out`` unless it is
-        there already; returns its path and what it was made of (the tag's ``pretrained`` entry)."""
+        there already (tagged with ``recipe``, the meta phase's, when it is the product); returns its path and
+        what it was made of (the tag's ``pretrained`` entry)."""
         from ...make_meta import pretrained_record, write_meta  # here: make_meta builds on the phase recipes
         if not out.is_file():
             if is_main_process():
                 out.parent.mkdir(parents=True, exist_ok=True)
                 write_meta(self.meta_from['checkpoint'], self.cfg, out, blocks=self.meta_from.get('blocks'),
-                           cost=self.meta_from.get('cost'))
+                           cost=self.meta_from.get('cost'), ema=bool(self.meta_from.get('ema')), recipe=recipe)
             barrier()
         return str(out), pretrained_record(out)
 
     def adopt_meta(self) -> None:
         """The meta phase without training: the made meta model is its product (``meta_from`` without warm-up)."""
         started = time.perf_counter()
-        path, pretrained = self.make_meta(self.product('meta'))
+        expected = self.expected_tag('meta')
+        path, pretrained = self.make_meta(self.product('meta'), (expected.recipe, expected.fingerprint))
         if is_main_process():
             write_record(Path(path).parent, PhaseRecord(
                 phase='meta', finished=True, num_blocks=self.layout.meta().total_depth,
@@ -333,6 +414,7 @@ class IncubationRunner:
         try:
             if self.finished(phase, module):  # another job finished it while we waited for nothing
                 return
+            self.check_lineage(phase, module)  # what it is made from fits this config too
             if phase == 'meta' and self.meta_from and not self.meta_from.get('warmup'):
                 self.adopt_meta()
                 return
@@ -353,6 +435,7 @@ class IncubationRunner:
             return
         lock = self.locked('assemble')
         try:
+            self.check_lineage('assemble')
             if is_main_process() and not self.finished('assemble'):
                 modules = [self._require('incubate', module) for module in range(self.layout.num_modules)]
                 reference = full_model_shapes(phase_recipe(self.cfg, 'finetune'))

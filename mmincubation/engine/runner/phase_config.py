@@ -143,6 +143,8 @@ def phase_recipe(cfg: Config, phase: str, module: int | None = None) -> Config:
         recipe.pop(key, None)
     for override in overrides:
         recipe.merge_from_dict(override.to_dict() if isinstance(override, ConfigDict) else dict(override))
+    if phase == 'meta' and incubation.get('meta_from'):  # what the meta model is made of is part of its recipe
+        recipe.meta_from = {key: value for key, value in incubation.meta_from.items() if key not in META_FROM_FILES}
 
     model = recipe.model
     backbone_adapter(model.backbone).set_layout(model.backbone, phase_layout(layout, phase, module), layout)
@@ -159,15 +161,26 @@ def phase_recipe(cfg: Config, phase: str, module: int | None = None) -> Config:
 #: Top-level settings of a recipe that do not change what a phase trains: where it writes, how it logs,
 #: how it is launched (left out of its fingerprint).
 UNTRAINED_SETTINGS = ('work_dir', 'launcher', 'log_level', 'log_processor', 'visualizer', 'vis_backends', 'env_cfg',
-                      'experiment_name', 'filename', 'resume', 'load_from', 'custom_imports')
+                      'experiment_name', 'filename', 'resume', 'load_from', 'custom_imports',
+                      # validation and test score the weights and leave the random streams as they were
+                      # (RandomStateHook): they do not change what a phase trains
+                      'val_cfg', 'val_dataloader', 'val_evaluator', 'test_cfg', 'test_dataloader', 'test_evaluator')
 #: ``default_hooks`` that only log, time, draw or save (the checkpoint interval does not change the weights).
 UNTRAINED_HOOKS = ('logger', 'timer', 'visualization', 'checkpoint')
 #: The hooks the runner wires into every phase (:func:`~.incubation_runner.phase_hooks`): not part of a recipe.
 WIRING_HOOKS = ('mmincubation.FiniteLossHook', 'mmincubation.PhaseRecordHook', 'mmincubation.ExportWeightsHook',
                 'mmincubation.RandomStateHook')
-#: Settings, at any depth, that name files: moving data or a checkpoint does not change a recipe (the files a
-#: phase is made from are recorded by their contents in the tag's ``inputs``).
-PATH_SETTINGS = ('data_root', 'data_prefix', 'ann_file', 'source_root', 'meta_checkpoint', 'checkpoint')
+#: Settings, at any depth, that do not change what a phase trains: where the data set lies (moving it does not;
+#: which images it takes, ``ann_file`` / ``data_prefix`` / ``indices``, does), the meta checkpoint's and a
+#: ``Pretrained`` init's path (the files a phase is made from are recorded by their contents in the tag's
+#: ``inputs``), how often it validates, and whether batches are copied to pinned memory.
+PATH_SETTINGS = ('data_root', 'source_root', 'meta_checkpoint', 'checkpoint', 'val_interval', 'val_begin',
+                 'pin_memory')
+
+
+#: ``incubation.meta_from`` entries that are not part of the meta phase's recipe: the source file (its
+#: contents are a recorded input) and what training it cost (reported, never trained on).
+META_FROM_FILES = ('checkpoint', 'cost')
 
 
 def _plain(value: object) -> object:

@@ -97,8 +97,16 @@ def read_record(path: str | Path) -> dict:
 
 
 def load_records(work_dir: str | Path) -> list[dict]:
-    """Every ``phase_record.json`` under ``work_dir``, in pipeline order (modules by index)."""
-    records = [read_record(path) for path in Path(work_dir).rglob(RECORD_FILE)]
+    """The record of each phase of the pipeline in ``work_dir``, in pipeline order (modules by index).
+
+    Only a record in its phase's own folder counts: runs set aside by ``--retrain`` (``replaced/``) or
+    copied elsewhere under the work dir are not the pipeline's.
+    """
+    records = []
+    for path in Path(work_dir).rglob(RECORD_FILE):
+        record = read_record(path)
+        if path.parent.resolve() == Phase(record['phase'], record['module']).work_dir(work_dir).resolve():
+            records.append(record)
     return sorted(records, key=lambda record: Phase(record['phase'], record['module']).order)
 
 
