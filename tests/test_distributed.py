@@ -69,7 +69,8 @@ def ddp_run(tmp_path_factory):
     # Only the distributed run gets the probe. gloo and CPU DDP come from tools/train.py itself
     # (mmincubation.launcher.setup_launcher), as for a user launching dist_train.sh on CPUs.
     cfg.custom_imports = dict(imports=['ddp_probe'], allow_failed_imports=False)
-    cfg.custom_hooks = [dict(type='DDPProbeHook')]
+    for phase in ('incubate', 'e2e'):  # the phases it runs: the meta model's recipe stays the one it was made by
+        cfg.incubation[phase].custom_hooks = [dict(type='DDPProbeHook')]
     config = root / 'tiny_demo.py'
     cfg.dump(str(config))
 

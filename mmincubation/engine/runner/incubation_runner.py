@@ -226,7 +226,14 @@ class IncubationRunner:
         return self._digests[key]
 
     def input_digests(self, phase: str, module: int | None = None) -> dict[str, str]:
-        """``{file name: sha256}`` of the files ``phase`` is made from, as they are on disk now."""
+        """``{file name: sha256}`` of the files ``phase`` is made from that are on disk now.
+
+        A file that is gone is not judged (e.g. the modules of an assembly converted from an official
+        checkpoint, or moved away once assembled): what was made from it is checked by keys and shapes.
+        """
+        return {name: digest for name, digest in self._input_digests(phase, module).items() if digest != 'missing'}
+
+    def _input_digests(self, phase: str, module: int | None) -> dict[str, str]:
         inputs = {made_from.product_name: self._digest(made_from.product(self.work_dir))
                   for made_from in Phase(phase, module).inputs(self.layout.num_modules)}
         if phase == 'meta' and self.meta_from:

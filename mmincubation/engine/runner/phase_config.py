@@ -162,6 +162,9 @@ def phase_recipe(cfg: Config, phase: str, module: int | None = None) -> Config:
 #: how it is launched (left out of its fingerprint).
 UNTRAINED_SETTINGS = ('work_dir', 'launcher', 'log_level', 'log_processor', 'visualizer', 'vis_backends', 'env_cfg',
                       'experiment_name', 'filename', 'resume', 'load_from', 'custom_imports',
+                      # how the processes are wired (set by the launcher: DDP on CPUs); one process or
+                      # several train the same recipe, so module jobs may run on other machine counts
+                      'model_wrapper_cfg',
                       # validation and test score the weights and leave the random streams as they were
                       # (RandomStateHook): they do not change what a phase trains
                       'val_cfg', 'val_dataloader', 'val_evaluator', 'test_cfg', 'test_dataloader', 'test_evaluator')
