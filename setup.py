@@ -66,7 +66,10 @@ class BuildWithMimFiles(build_py):
 
     def run(self) -> None:
         super().run()
-        if self.editable_mode:  # set by setuptools' editable_wheel (PEP 660) on every build sub-command
+        # Set by setuptools' editable_wheel (PEP 660, setuptools>=64) on every build sub-command; older
+        # setuptools (openmim's dependencies pin 60.2, and `mim install .` builds with it) has no such
+        # attribute and no editable wheels: a build there is always a wheel's.
+        if getattr(self, 'editable_mode', False):
             link_mim_files(ROOT / PACKAGE / '.mim')
         else:
             copy_mim_files(Path(self.build_lib) / PACKAGE / '.mim')
@@ -79,15 +82,17 @@ setup(
     packages=find_packages(include=[PACKAGE, f'{PACKAGE}.*']),
     cmdclass={'build_py': BuildWithMimFiles},
     python_requires='>=3.9',
+    license='Apache License 2.0',
+    license_files=['LICENSE'],
     # The ranges we test in; the pins we test with are requirements/mminstall.txt, torch.txt and mmcv in
-    # tools/install.sh. mmincubation/compat.py patches MMEngine 0.10's config look-ups and needs torch's
-    # add_safe_globals with (object, name) pairs (torch 2.6); mmdet 3.3 and mmseg 1.2 refuse mmcv>=2.2;
-    # MMEngine 0.10 imports pkg_resources for every `pkg::` config base, which setuptools 81 removed.
+    # tools/install.sh. mmincubation/compat.py patches MMEngine 0.10's config look-ups; mmdet 3.3 and mmseg
+    # 1.2 refuse mmcv>=2.2; MMEngine 0.10 imports pkg_resources for every `pkg::` config base, which
+    # setuptools 81 removed. torch is not named, as no OpenMMLab package names it: pip would replace a
+    # user's CUDA build (and break mmcv's compiled ops); compat.py refuses a torch older than 2.6 instead.
     install_requires=[
         'mmengine>=0.10.7,<0.11',
         'mmpretrain>=1.2.0,<1.3',
         'mmcv>=2.1.0,<2.2',
-        'torch>=2.6',
         'numpy',
         'setuptools<81',
     ],

@@ -14,6 +14,21 @@ import mmengine.utils.package_utils as mmengine_package_utils
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
+from torch.torch_version import TorchVersion
+
+#: The oldest torch these fixes work on: :func:`allow_mmengine_checkpoints` gives
+#: ``torch.serialization.add_safe_globals`` (object, name) pairs, which torch 2.6 introduced. setup.py does not
+#: name torch (pip would replace a user's CUDA build and break mmcv's compiled ops), so it is checked here.
+MIN_TORCH = '2.6'
+
+
+def check_torch_version(version: str = torch.__version__) -> None:
+    """Raise ``ImportError`` (one line) when torch ``version`` (e.g. ``'2.5.1+cu121'``) is older than
+    :data:`MIN_TORCH`."""
+    if TorchVersion(version) < MIN_TORCH:
+        raise ImportError(f'mmincubation needs torch>={MIN_TORCH}, found torch {version}: install a newer torch '
+                          '(with its torchvision and an mmcv 2.1.0 built for it) first')
+
 
 #: The statistics every ``HistoryBuffer`` registers in its ``__init__`` (mmengine/logging/history_buffer.py).
 #: The class-level ``_statistics_methods`` dict is empty until the first buffer is created, so it
@@ -113,5 +128,6 @@ def allow_mmincubation_config_bases() -> None:
     mmengine_config.Config._get_cfg_path = staticmethod(_cfg_path_and_scope)
 
 
+check_torch_version()
 allow_mmengine_checkpoints()
 allow_mmincubation_config_bases()

@@ -3,6 +3,7 @@ a wheel installed into another environment trains a user's config that inherits 
 the editable dev checkout links the same files."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -17,6 +18,8 @@ import pytest
 import yaml
 from mmengine.config import Config
 from mmpretrain.registry import MODELS
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 import mmincubation
 from mmincubation.datasets.fashion_mnist import DEBIAN_ROOT
@@ -71,6 +74,61 @@ def environment_without_checkout() -> dict[str, str]:
     return env
 
 
+def stack_venv(venv: Path) -> tuple[Path, Path]:
+    """A fresh environment at ``venv`` that has the installed stack but not this package: (python, site-packages).
+
+    A path line to this venv's site-packages, whose own .pth files, among them the editable install of this
+    checkout, are not run: a user's environment with the OpenMMLab stack, as far as pip and imports can tell.
+    """
+    subprocess.run([sys.executable, '-m', 'venv', '--without-pip', str(venv)], check=True)
+    python = venv / 'bin' / 'python'
+    site = Path(subprocess.run([python, '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
+                               check=True, capture_output=True, text=True).stdout.strip())
+    (site / 'openmmlab_stack.pth').write_text(sysconfig.get_paths()['purelib'] + '\n')
+    return python, site
+
+
+def pinned_versions() -> dict[str, str]:
+    """The versions tools/install.sh pins: ``name==version`` lines of requirements/*.txt and its MMCV_VERSION."""
+    pins = {}
+    for path in (ROOT / 'requirements').glob('*.txt'):
+        for line in path.read_text().splitlines():
+            requirement = line.split('#')[0].strip()
+            if '==' in requirement:
+                name, version = requirement.split('==')
+                pins[canonicalize_name(name)] = version.split(',')[0]
+    (mmcv, ) = re.findall(r'^MMCV_VERSION=(\S+)$', (ROOT / 'tools' / 'install.sh').read_text(), re.MULTILINE)
+    assert pins.get('mmcv', mmcv) == mmcv  # the constraint and the script agree
+    pins['mmcv'] = mmcv
+    return pins
+
+
+def test_pip_install_keeps_an_installed_stack(tmp_path):
+    """The README's "already have the stack" path: ``pip install .`` and ``pip install -e .`` into an environment
+    with the pinned stack install mmincubation alone (pip may not reach an index: anything else would fail), and
+    the package's requirements name no torch, whose CUDA build is the user's, and accept every pinned version."""
+    python, _ = stack_venv(tmp_path / 'venv')
+    source = source_tree(tmp_path / 'src')
+    pins = pinned_versions()
+    for editable in ([], ['-e']):
+        report = tmp_path / f'report{"".join(editable)}.json'
+        run = subprocess.run([python, '-m', 'pip', 'install', '--dry-run', '--no-index', '--no-build-isolation', '-q',
+                              '--report', str(report), *editable, str(source)],
+                             capture_output=True, text=True, env=environment_without_checkout())
+        assert run.returncode == 0, run.stderr[-3000:]
+        (install, ) = json.loads(report.read_text())['install']
+        assert install['metadata']['name'] == 'mmincubation'
+        assert install['download_info']['dir_info'].get('editable', False) == bool(editable)
+        requirements = [Requirement(line) for line in install['metadata']['requires_dist']]
+        names = {canonicalize_name(requirement.name) for requirement in requirements}
+        assert not names & {'torch', 'torchvision'}, names
+        assert {'mmengine', 'mmpretrain', 'mmcv', 'mmdet', 'mmsegmentation'} <= names
+        for requirement in requirements:
+            name = canonicalize_name(requirement.name)
+            if name in pins:
+                assert requirement.specifier.contains(pins[name]), (str(requirement), pins[name])
+
+
 @needs_data
 def test_wheel_installed_elsewhere_trains_a_user_config_from_any_folder(data_root, tmp_path):
     wheels = tmp_path / 'wheels'
@@ -84,14 +142,7 @@ def test_wheel_installed_elsewhere_trains_a_user_config_from_any_folder(data_roo
         assert f'mmincubation/.mim/{shipped}' in names, shipped
     assert not [name for name in names if '__pycache__' in name or name.endswith('.pyc')]
 
-    # A fresh environment with the installed stack (a path line to this venv's site-packages, whose own .pth
-    # files, among them the editable install of this checkout, are not run) and mmincubation from the wheel.
-    venv = tmp_path / 'venv'
-    subprocess.run([sys.executable, '-m', 'venv', '--without-pip', str(venv)], check=True)
-    python = venv / 'bin' / 'python'
-    site = Path(subprocess.run([python, '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
-                               check=True, capture_output=True, text=True).stdout.strip())
-    (site / 'openmmlab_stack.pth').write_text(sysconfig.get_paths()['purelib'] + '\n')
+    python, site = stack_venv(tmp_path / 'venv')
     env = environment_without_checkout()
     subprocess.run([python, '-m', 'pip', 'install', '--no-deps', '--no-index', '-q', str(wheel)], check=True,
                    capture_output=True, env=env)
@@ -169,3 +220,14 @@ def test_model_index_names_every_config_family():
     expected = {str(path.relative_to(ROOT)) for pattern in ('**/incubate_*.py', '**/e2e_*.py', 'downstream/**/*.py')
                 for path in configs.glob(pattern) if '_base_' not in path.parts}
     assert expected <= listed, sorted(expected - listed)
+
+
+def test_a_torch_older_than_the_fixes_need_is_refused_in_one_line():
+    """setup.py names no torch, so ``import mmincubation`` checks it: torch<2.6 lacks what compat.py uses."""
+    from mmincubation.compat import check_torch_version
+
+    for fits in ('2.6.0', '2.13.0', '2.13.0+cu128'):
+        check_torch_version(fits)
+    with pytest.raises(ImportError, match=r'^mmincubation needs torch>=2\.6, found torch 2\.5\.1\+cu121: ') as error:
+        check_torch_version('2.5.1+cu121')
+    assert '\n' not in str(error.value)
