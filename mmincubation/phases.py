@@ -35,6 +35,7 @@ class PhaseSpec:
         method: the method whose cost and result it counts for (``'incubation'`` or ``'e2e'``).
         tested: whether it ends with a test on the test set (when the config has one).
         label: its name in figures and tables (``{module}`` filled in).
+        title: what it does, for the log line before it runs (``{module}``, ``{num_modules}`` filled in).
         reads: the setting of its run that gets its one input's product file (``'load_from'``,
             ``'model.meta_checkpoint'``); None when it reads no product (or, as the assembly, several).
         per_module: one run per module (``--module k``).
@@ -49,6 +50,7 @@ class PhaseSpec:
     method: str
     tested: bool
     label: str
+    title: str
     reads: str | None = None
     per_module: bool = False
 
@@ -59,13 +61,17 @@ class PhaseSpec:
 
 #: The phases in pipeline order; ``e2e`` is the end-to-end baseline of the same full model.
 PHASE_TABLE: dict[str, PhaseSpec] = {spec.name: spec for spec in (
-    PhaseSpec('meta', 'meta', 'meta.pth', (), 'meta', 'meta', 'incubation', False, 'meta model'),
+    PhaseSpec('meta', 'meta', 'meta.pth', (), 'meta', 'meta', 'incubation', False, 'meta model',
+              'meta pretraining'),
     PhaseSpec('incubate', 'incubate/module_{module}', 'module_{module}.pth', ('meta', ), 'module', 'hybrid',
-              'incubation', False, 'module {module}', reads='model.meta_checkpoint', per_module=True),
-    PhaseSpec('assemble', '', 'assembled.pth', ('incubate', ), 'full', None, 'incubation', False, 'assembly'),
+              'incubation', False, 'module {module}', 'incubate module {module} of {num_modules}',
+              reads='model.meta_checkpoint', per_module=True),
+    PhaseSpec('assemble', '', 'assembled.pth', ('incubate', ), 'full', None, 'incubation', False, 'assembly',
+              'assemble the {num_modules} modules'),
     PhaseSpec('finetune', 'finetune', 'finetuned.pth', ('assemble', ), 'full', 'full', 'incubation', True,
-              'fine-tune', reads='load_from'),
-    PhaseSpec('e2e', 'e2e', 'e2e.pth', (), 'full', 'full', 'e2e', True, 'end-to-end'),
+              'fine-tune', 'fine-tune the assembled model', reads='load_from'),
+    PhaseSpec('e2e', 'e2e', 'e2e.pth', (), 'full', 'full', 'e2e', True, 'end-to-end',
+              'end-to-end baseline'),
 )}
 PHASES = tuple(PHASE_TABLE)
 #: The phases whose product is the full model and that end with a test (when the config has one).
@@ -113,6 +119,10 @@ class Phase:
     @property
     def label(self) -> str:
         return self.spec.label.format(module=self.module)
+
+    def title(self, num_modules: int) -> str:
+        """What the phase does, in words (``incubate module 1 of 4``)."""
+        return self.spec.title.format(module=self.module, num_modules=num_modules)
 
     def product(self, root: str | Path) -> Path:
         """The file the phase writes when it finishes."""

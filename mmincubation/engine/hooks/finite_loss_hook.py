@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import torch
 from mmengine.hooks import Hook
 
 from ...registry import HOOKS
@@ -32,8 +33,9 @@ class FiniteLossHook(Hook):
         self.phase = phase
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs: dict | None = None) -> None:
-        bad = {key: float(value) for key, value in (outputs or {}).items()
-               if 'loss' in key and not math.isfinite(float(value))}
+        losses = {key: float(value.detach() if isinstance(value, torch.Tensor) else value)  # no autograd warning
+                  for key, value in (outputs or {}).items() if 'loss' in key}
+        bad = {key: value for key, value in losses.items() if not math.isfinite(value)}
         if not bad:
             return
         last = Path(runner.work_dir, 'last_checkpoint')

@@ -14,17 +14,18 @@ from pathlib import Path
 from mmengine.config import Config
 from mmengine.dist import barrier, broadcast_object_list, is_main_process
 from mmengine.logging import print_log
-from mmengine.runner import Runner
 
 from ...assemble import assemble
 from ...checkpoint import CheckpointError, file_digest, load_fitting, read_torch_file
 from ...layout import ModuleLayout
-from ...phases import PHASE_TABLE, PHASES, TESTED, Phase
+from ...phases import PHASE_TABLE, PHASES, TESTED, Phase, all_phases
 from ...registry import RUNNERS
 from ...tags import Tag
 from .fit_checks import full_model_shapes
 from .phase_config import RecipeError, build_layout, check_resumable, phase_layout, phase_recipe, recipe_fingerprint
 from .phase_lock import PhaseLock, PhaseLocked
+from .phase_runner import PhaseRunner
+from .progress import Progress, Work
 from .records import RECORD_FILE, PhaseRecord, format_summary, read_record, write_record
 from .run_settings import check_pipeline_run_settings
 
@@ -143,17 +144,35 @@ class IncubationRunner:
     def product(self, phase: str, module: int | None = None) -> Path:
         return Phase(phase, module).product(self.work_dir)
 
+    def runs(self) -> list[Phase]:
+        """The phases this command runs, in order (one per module of ``incubate``)."""
+        return [Phase(name, module) for name in self.phases
+                for module in (self.modules if PHASE_TABLE[name].per_module else [None])]
+
+    def work(self, phase: Phase) -> Work:
+        """How much training ``phase`` is: blocks x epochs (or x iterations), for the ETA (:mod:`.progress`)."""
+        if not phase.spec.trains or (phase.name == 'meta' and self.meta_from and not self.meta_from.get('warmup')):
+            return 'none', 0
+        train_cfg = phase_recipe(self.cfg, phase.name, phase.module).get('train_cfg') or {}
+        blocks = phase_layout(self.layout, phase.name, phase.module).total_depth
+        if 'max_iters' in train_cfg:
+            return 'block-iterations', blocks * train_cfg['max_iters']
+        return 'block-epochs', blocks * train_cfg.get('max_epochs', 1)
+
     def train(self) -> None:
+        """Run the phases in order, each announced with the pipeline's ETA (``phase 3/8: incubate module 1 of 4``)."""
         if self.retrain:
             self.set_aside()
-        for phase in self.phases:
-            if phase == 'assemble':
-                self.assemble()
-            elif phase == 'incubate':
-                for module in self.modules:
-                    self.run_phase('incubate', module)
-            else:
-                self.run_phase(phase)
+        runs = self.runs()
+        progress = Progress(len(runs), noun='phase')
+        for index, phase in enumerate(runs, 1):
+            left = [(kind, 0) if later.product(self.work_dir).is_file() else (kind, amount)
+                    for later in runs[index - 1:] for kind, amount in [self.work(later)]]
+            print_log(progress.announce(index, phase.title(self.layout.num_modules), left), logger='current')
+            started = time.perf_counter()
+            ran = self.assemble() if phase.name == 'assemble' else self.run_phase(phase.name, phase.module)
+            if ran:
+                progress.done(self.work(phase), time.perf_counter() - started)
         for line in format_summary(self.work_dir):
             print_log(line, logger='current')
 
@@ -338,8 +357,7 @@ class IncubationRunner:
         work_dir = Phase(phase, module).work_dir(self.work_dir)
         cfg.work_dir = str(work_dir)
         stem = Path(self.cfg.filename or 'incubation').stem
-        cfg.experiment_name = f'{stem}_{phase}{"" if module is None else f"_module_{module}"}_' \
-                              f'{time.strftime("%Y%m%d_%H%M%S")}'
+        cfg.experiment_name = f'{stem}_{phase}{"" if module is None else f"_module_{module}"}'  # MMEngine adds the time
         check_resumable(cfg, str(Phase(phase, module)))
         resume_from, why = resume_checkpoint(work_dir)
         if why:
@@ -366,7 +384,37 @@ class IncubationRunner:
                          num_modules=self.layout.num_modules)
         cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + phase_hooks(self.layout, phase, module, pretrained,
                                                                              tag)
+        self._one_pipeline_in_trackers(cfg, Phase(phase, module))
         return cfg
+
+    def _one_pipeline_in_trackers(self, cfg: Config, phase: Phase) -> None:
+        """Experiment trackers (every visualizer backend but ``LocalVisBackend``) show one pipeline: one shared
+        folder (``<work dir>/vis_data``; TensorBoard merges the phases' event files there), W&B runs grouped by
+        pipeline and named by phase, and every phase's scalars on the pipeline's cost axis
+        (:class:`~mmincubation.engine.hooks.PipelineVisHook`)."""
+        trackers = [backend for backend in (cfg.get('visualizer') or {}).get('vis_backends') or []
+                    if not str(backend.get('type', '')).endswith('LocalVisBackend')]
+        if not trackers:
+            return
+        for backend in trackers:
+            backend.setdefault('save_dir', str(self.work_dir / 'vis_data'))
+            if str(backend.get('type', '')).endswith('WandbVisBackend'):
+                init = backend.setdefault('init_kwargs', {})
+                init.setdefault('group', Path(self.cfg.filename or 'incubation').stem)
+                init.setdefault('name', phase.label)
+                init.setdefault('job_type', phase.name)
+        earlier = []
+        for before in all_phases(self.layout.num_modules):
+            if before.order >= phase.order:
+                break
+            kind, amount = self.work(before)
+            if amount and before.spec.method == phase.spec.method:
+                blocks = phase_layout(self.layout, before.name, before.module).total_depth
+                length = amount / blocks
+                earlier.append([blocks, length, None] if kind == 'block-epochs' else [blocks, None, length])
+        cfg.custom_hooks.append(dict(type='mmincubation.PipelineVisHook', label=phase.label,
+                                     num_blocks=phase_layout(self.layout, phase.name, phase.module).total_depth,
+                                     earlier=earlier))
 
     @property
     def meta_from(self) -> dict | None:
@@ -412,34 +460,37 @@ class IncubationRunner:
             raise PhaseLocked(shared[0])
         return lock if is_main_process() else None
 
-    def run_phase(self, phase: str, module: int | None = None) -> None:
+    def run_phase(self, phase: str, module: int | None = None) -> bool:
+        """Train ``phase`` unless it is finished; returns whether it ran."""
         product = self.product(phase, module)
         if self.finished(phase, module):
             print_log(f'{Phase(phase, module)} already finished: {product}', logger='current')
-            return
+            return False
         lock = self.locked(phase, module)
         try:
             if self.finished(phase, module):  # another job finished it while we waited for nothing
-                return
+                return False
             self.check_lineage(phase, module)  # what it is made from fits this config too
             if phase == 'meta' and self.meta_from and not self.meta_from.get('warmup'):
                 self.adopt_meta()
-                return
-            runner = Runner.from_cfg(self.run_config(phase, module))
+                return True
+            runner = PhaseRunner.from_cfg(self.run_config(phase, module))
             runner.train()
             if self._tested(phase):
                 runner.test()
             del runner
             gc.collect()
+            return True
         finally:
             if lock is not None:
                 lock.release()
 
-    def assemble(self) -> None:
+    def assemble(self) -> bool:
+        """Assemble the modules unless the assembly is finished; returns whether it ran."""
         out = self.product('assemble')
         if self.finished('assemble'):
             print_log(f'assembly already finished: {out}', logger='current')
-            return
+            return False
         lock = self.locked('assemble')
         try:
             self.check_lineage('assemble')
@@ -452,5 +503,6 @@ class IncubationRunner:
             if lock is not None:
                 lock.release()
         barrier()
+        return True
 
 

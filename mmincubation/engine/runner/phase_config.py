@@ -170,9 +170,10 @@ UNTRAINED_SETTINGS = ('work_dir', 'launcher', 'log_level', 'log_processor', 'vis
                       'val_cfg', 'val_dataloader', 'val_evaluator', 'test_cfg', 'test_dataloader', 'test_evaluator')
 #: ``default_hooks`` that only log, time, draw or save (the checkpoint interval does not change the weights).
 UNTRAINED_HOOKS = ('logger', 'timer', 'visualization', 'checkpoint')
-#: The hooks the runner wires into every phase (:func:`~.incubation_runner.phase_hooks`): not part of a recipe.
+#: The hooks the runner wires into every phase (:func:`~.incubation_runner.phase_hooks`, and the trackers' axis):
+#: not part of a recipe.
 WIRING_HOOKS = ('mmincubation.FiniteLossHook', 'mmincubation.PhaseRecordHook', 'mmincubation.ExportWeightsHook',
-                'mmincubation.RandomStateHook')
+                'mmincubation.RandomStateHook', 'mmincubation.PipelineVisHook')
 #: Settings, at any depth, that do not change what a phase trains: where the data set lies (moving it does not;
 #: which images it takes, ``ann_file`` / ``data_prefix`` / ``indices``, does), the meta checkpoint's and a
 #: ``Pretrained`` init's path (the files a phase is made from are recorded by their contents in the tag's
