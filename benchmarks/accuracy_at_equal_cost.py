@@ -37,6 +37,7 @@ from mmengine.config import Config
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from mmincubation.engine.runner import Phase, build_layout  # noqa: E402
+from mmincubation.engine.runner.progress import Progress  # noqa: E402
 from mmincubation.engine.runner.records import method_results  # noqa: E402
 
 CONFIG = ROOT / 'configs' / 'benchmarks' / 'incubate_deep-vit-16x32-p7_fashion-mnist.py'
@@ -99,6 +100,13 @@ def cfg_options(run: Run, schedule: Schedule, train_images: int) -> list[str]:
     if run.dmt:
         return options + [f'incubation.dmt.seed={run.seed}']
     return options + [f'train_dataloader.dataset.indices={round(train_images * run.fraction)}']
+
+
+def trained(run: Run, schedule: Schedule, out: Path) -> bool:
+    """Whether the run's products are all there already (it is reused, not trained: no part of the ETA)."""
+    work_dir = out / run.name(schedule)
+    phases = ('finetune', ) if run.dmt else ('finetune', 'e2e')
+    return all(Phase(phase).product(work_dir).is_file() for phase in phases)
 
 
 def run_pipeline(run: Run, schedule: Schedule, config: Path, train_images: int, out: Path) -> dict:
@@ -238,10 +246,15 @@ def main(argv: list[str] | None = None) -> dict:
     runs = plan(args.seeds, args.fractions, args.budgets, args.dmt)
     print(f'{len(runs)} pipelines on {train_images} training images; budget 1 = {base}', flush=True)
     start = time.perf_counter()
-    records = []
-    for run in runs:
+    records, progress = [], Progress(len(runs), noun='pipeline')
+    for index, run in enumerate(runs, 1):
         schedule = base.scaled(run.budget, depths)
+        left = [('budget', 0 if trained(later, base.scaled(later.budget, depths), args.out) else later.budget)
+                for later in runs[index - 1:]]
+        print(progress.announce(index, run.name(schedule), left), flush=True)
+        started, reused = time.perf_counter(), trained(run, schedule, args.out)
         results = run_pipeline(run, schedule, args.config, train_images, args.out)
+        progress.done(('budget', 0 if reused else run.budget), time.perf_counter() - started)
         records.append(dict(run=asdict(run), schedule=asdict(schedule), results=results))
     rows = summarize(records)
     table = format_table(rows)

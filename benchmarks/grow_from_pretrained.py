@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.accuracy_at_equal_cost import Schedule, describe_machine, mean_std  # noqa: E402
 from benchmarks.where_incubation_wins import block_epochs  # noqa: E402
+from mmincubation.engine.runner.progress import Progress  # noqa: E402
 from mmincubation.engine.runner.records import method_results  # noqa: E402
 from mmincubation.make_meta import pretrained_record  # noqa: E402
 
@@ -257,8 +258,14 @@ def main(argv: list[str] | None = None) -> dict:
     jobs = plan(args.seeds, args.all_blocks, args.refs)
     print(f'{len(jobs)} runs, one at a time; training set {args.train_images} images', flush=True)
     start = time.perf_counter()
-    records = [record for seed, arm in jobs
-               if (record := run(settings[seed], arm, args.config, args.out, not args.finished_only)) is not None]
+    records, progress = [], Progress(len(jobs), noun='run')
+    for index, (seed, arm) in enumerate(jobs, 1):
+        left = [('run', int(finished(args.out / settings[s].name() / a, a) is None)) for s, a in jobs[index - 1:]]
+        print(progress.announce(index, f'{settings[seed].name()} {arm}', left), flush=True)
+        started, reused = time.perf_counter(), finished(args.out / settings[seed].name() / arm, arm) is not None
+        if (record := run(settings[seed], arm, args.config, args.out, not args.finished_only)) is not None:
+            records.append(record)
+        progress.done(('run', int(not reused)), time.perf_counter() - started)
     rows = summarize(records)
     table, verdict = format_table(rows, args.source_depth), verdicts(rows, args.source_depth)
     summary = dict(command=' '.join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),

@@ -34,6 +34,8 @@ from mmincubation.checkpoint import check_config_file
 from mmincubation.engine.runner import build_layout, phase_recipe
 from mmincubation.engine.runner.cli import exit_on_bad_input
 from mmincubation.engine.runner.incubation_runner import phase_hooks
+from mmincubation.engine.runner.progress import Progress
+from mmincubation.phases import Phase
 
 RESULTS = Path(__file__).parent / 'results'
 
@@ -208,9 +210,13 @@ def main(argv: list[str] | None = None) -> None:
 
     layout = build_layout(Config.fromfile(check_config_file(args.config)))
     jobs = [('meta', None)] + [('incubate', k) for k in range(layout.num_modules)] + [('e2e', None)]
-    rows = {}
-    for phase, module in jobs:  # each in a fresh process: independent peak memory
+    rows, progress = {}, Progress(len(jobs), noun='network')
+    for index, (phase, module) in enumerate(jobs, 1):  # each in a fresh process: independent peak memory
+        print(progress.announce(index, str(Phase(phase, module)), [('network', 1)] * (len(jobs) - index + 1)),
+              file=sys.stderr, flush=True)
+        started = time.perf_counter()
         rows[phase if module is None else f'incubate_module_{module}'] = _measure_in_child(args, phase, module)
+        progress.done(('network', 1), time.perf_counter() - started)
 
     full = rows['e2e']
     title = (f'{Path(args.config).stem}: batch {args.batch}, {args.device}, '

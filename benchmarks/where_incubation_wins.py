@@ -32,6 +32,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -41,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.accuracy_at_equal_cost import Schedule, describe_machine, mean_std  # noqa: E402
 from mmincubation.engine.runner import Phase  # noqa: E402
+from mmincubation.engine.runner.progress import Progress  # noqa: E402
 from mmincubation.engine.runner.records import method_results  # noqa: E402
 
 CONFIG = ROOT / 'configs' / 'benchmarks' / 'incubate_deep-vit-16x32-p7_fashion-mnist.py'
@@ -156,14 +158,28 @@ def plan(depths: list[int], seeds: list[int], budgets: list[float], main_depth: 
 def run_all(jobs: list[tuple[Setting, str]], schedules: dict, args: argparse.Namespace) -> list[dict]:
     """Run the jobs on ``args.jobs`` workers; a ``grown`` job waits for its setting's ``scratch`` job."""
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    progress, lock, started = Progress(len(jobs), noun='run', workers=args.jobs), threading.Lock(), [0]
+
+    def work(setting: Setting, method: str) -> tuple[str, float]:  # a deeper or longer run costs more
+        done = product(args.out / setting.name(schedules[setting]) / method, method).is_file()
+        return 'depth-budget', 0 if done else setting.depth * setting.budget
+
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {}
         for setting, method in jobs:  # a setting's grown run comes after its scratch run (plan order)
             def job(setting=setting, method=method):
                 if method == 'grown' and (setting, 'scratch') in futures:
                     futures[setting, 'scratch'].result()
-                return run_method(setting, method, schedules[setting], args.config, args.train_images, args.out,
-                                  threads, train=not args.finished_only)
+                with lock:
+                    started[0] += 1
+                    print(progress.announce(started[0], f'{setting.name(schedules[setting])} {method}',
+                                            [work(*later) for later in jobs[started[0] - 1:]]), flush=True)
+                begun, planned = time.perf_counter(), work(setting, method)
+                record = run_method(setting, method, schedules[setting], args.config, args.train_images, args.out,
+                                    threads, train=not args.finished_only)
+                with lock:
+                    progress.done(planned, time.perf_counter() - begun)
+                return record
             futures[setting, method] = pool.submit(job)
         return [record for future in futures.values() if (record := future.result()) is not None]
 

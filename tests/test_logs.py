@@ -107,3 +107,18 @@ def test_frozen_summary_groups_names_by_block():
     line = frozen_summary(names, {'backbone.cls_token': 4, 'backbone.layers.1.ln1.weight': 6})
     assert line == ('optimizer: 4 frozen parameter tensors (0.00 M parameters) are not optimised: '
                     'backbone.cls_token, backbone.layers.1, head.layers')
+
+
+def test_benchmark_runs_are_announced_with_i_of_n(tmp_path, capsys):
+    """where_incubation_wins on its worker threads: each run is announced once, numbered 1..N."""
+    import argparse
+
+    from benchmarks.where_incubation_wins import Schedule, plan, run_all
+    jobs = plan([16], [0], [1.0], 16, 1.0, [1.0], refs=False)
+    schedules = {setting: Schedule.equal_cost(1, 1, 1, setting.module_depths()) for setting, _ in jobs}
+    args = argparse.Namespace(jobs=2, config=ROOT / 'configs' / 'incubate_demo_fashion_mnist.py', train_images=64,
+                              out=tmp_path, finished_only=True)
+    assert run_all(jobs, schedules, args) == []  # nothing finished, nothing trained
+    announced = re.findall(r'^run (\d+)/(\d+): ', capsys.readouterr().out, flags=re.M)
+    assert sorted(int(i) for i, _ in announced) == list(range(1, len(jobs) + 1))
+    assert {int(n) for _, n in announced} == {len(jobs)}

@@ -40,6 +40,8 @@ class Progress:
 
     total: int
     noun: str = ''
+    #: steps run side by side (a benchmark's worker threads): the work left is shared among them.
+    workers: int = 1
     _seconds: dict[str, float] = field(default_factory=dict)
     _work: dict[str, float] = field(default_factory=dict)
 
@@ -59,7 +61,7 @@ class Progress:
             if not self._work.get(kind):
                 return None
             seconds += amount * self._seconds[kind] / self._work[kind]
-        return seconds
+        return seconds / self.workers
 
     def announce(self, index: int, title: str, remaining: Sequence[Work]) -> str:
         """``phase 3/8: incubate module 1 of 4 (ETA 12 min, at 15:40)``; ``remaining`` includes step ``index``."""
