@@ -175,8 +175,9 @@ def _setting_order(row: dict) -> tuple[bool, float]:
     return row['dmt'], -row['fraction']
 
 
-def plot(rows: list[dict], out_file: Path) -> Path:
-    """Left: test top-1 against cost at every budget (full data); right: every setting at budget 1."""
+def plot(rows: list[dict], out_file: Path, title: str = '') -> Path:
+    """Left: test top-1 against cost at every budget (full data); right: every setting at budget 1 (bars from 0).
+    ``title``: model, data and recipe, above both."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -202,9 +203,10 @@ def plot(rows: list[dict], out_file: Path) -> Path:
             bars.bar([i + offset for i, _ in found], [r['top1_mean'] for _, r in found], width=0.4, label=label,
                      yerr=[r['top1_std'] for _, r in found], capsize=3, color=color)
     bars.set_xticks(range(len(settings)), settings)
-    low = min(r['top1_mean'] - r['top1_std'] for r in rows)
-    bars.set(ylim=(math.floor(low) - 2, None), ylabel='test top-1 (%)', title='equal cost, mean +- std over seeds')
-    bars.legend()
+    bars.set(ylim=(0, 100), ylabel='test top-1 (%)', title='equal cost, mean +- std over seeds')
+    bars.legend(loc='lower right')
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(out_file)
     plt.close(fig)
@@ -258,7 +260,8 @@ def main(argv: list[str] | None = None) -> dict:
         records.append(dict(run=asdict(run), schedule=asdict(schedule), results=results))
     rows = summarize(records)
     table = format_table(rows)
-    png = plot(rows, args.out / 'accuracy_at_equal_cost.png')
+    png = plot(rows, args.out / 'accuracy_at_equal_cost.png',
+               title=f'{args.config.stem}: {train_images} training images; budget 1 = {base}')
     summary = dict(command=' '.join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
                    date=time.strftime('%Y-%m-%d'), machine=describe_machine(),
                    config=str(args.config.relative_to(ROOT)), module_depths=depths, train_images=train_images,

@@ -47,6 +47,56 @@ def test_points(work_dir: str | Path) -> dict[str, tuple[float, float]]:
             if METRIC in (record.get('test_metrics') or {})}
 
 
+def _phase_config(work_dir: Path, phase: Phase):
+    """The config a phase ran with, as MMEngine dumped it into the phase's folder; None if it did not run."""
+    from mmengine.config import Config
+    folder = phase.work_dir(work_dir)
+    dumped = sorted(folder.glob('*.py')) if phase.spec.work_dir and folder.is_dir() else []
+    return Config.fromfile(dumped[0]) if dumped else None
+
+
+def _length(cfg) -> str:
+    train_cfg = cfg.get('train_cfg') or {}
+    return f"{train_cfg['max_iters']} it" if 'max_iters' in train_cfg else f"{train_cfg.get('max_epochs', '?')} ep"
+
+
+def figure_title(work_dir: str | Path) -> str:
+    """Model, data and recipe of a pipeline, from the configs its phases dumped (MMEngine's ``dump_config``).
+
+    Returns:
+        e.g. ``VisionTransformer (8 blocks, width 64), 4 modules, on FashionMNIST (60000 images)`` and, on a
+        second line, ``meta 3 ep, modules 2 ep, fine-tune 3 ep; E2E 8 ep; AdamW lr 0.001, batch 128``; the
+        work dir's name when no phase config is found.
+    """
+    from .backbones import resolve_arch, stage_depths_of
+
+    work_dir = Path(work_dir)
+    records = load_records(work_dir)
+    ran = {(r['phase'], r['module']): _phase_config(work_dir, Phase(r['phase'], r['module'])) for r in records}
+    ran = {key: cfg for key, cfg in ran.items() if cfg is not None}
+    full = ran.get(('finetune', None)) or ran.get(('e2e', None))
+    if full is None:
+        return work_dir.name
+    backbone = full.model.backbone
+    arch = backbone.get('arch')
+    width = resolve_arch(backbone).get('embed_dims')
+    shape = arch if isinstance(arch, str) else f'{sum(stage_depths_of(backbone))} blocks, width {width}'
+    modules = sum(1 for phase, _ in ran if phase == 'incubate')
+    dataset = full.train_dataloader.dataset
+    images = dataset.get('indices')
+    data = str(dataset.get('type', 'data')).split('.')[-1] + (f' ({images} images)' if isinstance(images, int) else '')
+    steps = []
+    for name, label in (('meta', 'meta'), ('incubate', 'modules'), ('finetune', 'fine-tune')):
+        cfg = next((cfg for (phase, _), cfg in ran.items() if phase == name), None)
+        if cfg is not None:
+            steps.append(f'{label} {_length(cfg)}')
+    recipe = ', '.join(steps) + (f"; E2E {_length(ran[('e2e', None)])}" if ('e2e', None) in ran else '')
+    optimizer = full.optim_wrapper.get('optimizer') or {}
+    return (f"{str(backbone.type).split('.')[-1]} ({shape}){f', {modules} modules' if modules else ''}, on {data}\n"
+            f"{recipe}; {optimizer.get('type', '?')} lr {optimizer.get('lr', '?')}, "
+            f"batch {full.train_dataloader.get('batch_size', '?')}")
+
+
 def accuracy_figure(work_dir: str | Path):
     """The accuracy-vs-cost figure: one colour per curve (E2E in black; distinct up to 16 modules), each tested
     phase's test top-1 a star.
@@ -80,7 +130,7 @@ def accuracy_figure(work_dir: str | Path):
                     label=f'{name}: test top-1 {top1:.2f}')
     ax.set_xlabel('training cost (million block-images; incubation phases laid end to end)')
     ax.set_ylabel('top-1 (%): validation (lines), test (stars)')
-    ax.set_title(Path(work_dir).name)
+    ax.set_title(figure_title(work_dir), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -122,3 +122,30 @@ def test_benchmark_runs_are_announced_with_i_of_n(tmp_path, capsys):
     announced = re.findall(r'^run (\d+)/(\d+): ', capsys.readouterr().out, flags=re.M)
     assert sorted(int(i) for i, _ in announced) == list(range(1, len(jobs) + 1))
     assert {int(n) for _, n in announced} == {len(jobs)}
+
+
+def test_the_accuracy_figure_is_titled_with_model_data_and_recipe(pipeline):
+    import matplotlib.pyplot
+
+    from mmincubation.visualization import accuracy_figure, figure_title
+    work, _ = pipeline
+    title = figure_title(work)
+    assert title == ('TimmInitVisionTransformer (4 blocks, width 32), 2 modules, on CompressedFashionMNIST '
+                     '(256 images)\nmeta 1 ep, modules 1 ep, fine-tune 1 ep; E2E 1 ep; AdamW lr 0.001, batch 32')
+    fig = accuracy_figure(work)
+    assert fig.axes[0].get_title() == title
+    matplotlib.pyplot.close(fig)
+
+
+def test_benchmark_bar_charts_start_at_zero_and_name_the_setting(tmp_path, monkeypatch):
+    import matplotlib.pyplot
+
+    from benchmarks.accuracy_at_equal_cost import plot
+    rows = [dict(setting=s, budget=1.0, method=m, dmt=False, fraction=1.0, cost=1e6, top1_mean=t, top1_std=0.5)
+            for s, m, t in (('100% data', 'incubation', 81.0), ('100% data', 'e2e', 79.0))]
+    kept = []
+    monkeypatch.setattr(matplotlib.pyplot, 'close', kept.append)  # keep the figure to look at it
+    plot(rows, tmp_path / 'plot.png', title='tiny: 64 training images')
+    (fig, ) = kept
+    assert fig.axes[1].get_ylim()[0] == 0 and fig._suptitle.get_text() == 'tiny: 64 training images'
+    assert (tmp_path / 'plot.png').stat().st_size > 10_000
