@@ -15,7 +15,7 @@ references at the deep setting (where a user must see whether the deep model pay
   shallow-epochs  the shallow twin at E2E's *epochs* (a quarter of the cost): if the deep model is no
             better at equal epochs, E2E training of the deep model is what is hard
 
-    python benchmarks/where_incubation_wins.py              # the README's grid, ~1 h on 2 idle CPU cores
+    python benchmarks/where_incubation_wins.py              # the grid of docs/benchmarks.md, ~1 h on 2 idle CPU cores
     python benchmarks/where_incubation_wins.py --depths 16 --seeds 0 --budgets 1 --no-refs   # a quick look
 
 Runs share the cores as ``--jobs`` processes of ``cores / jobs`` threads each (tiny models scale

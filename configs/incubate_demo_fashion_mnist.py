@@ -34,7 +34,7 @@ e2e_epochs = -(-incubation_cost // depth)
 incubation = dict(
     num_modules=num_modules,
     # Modules grown from the meta model (ours, beyond the paper's scratch modules): they beat scratch modules
-    # at every depth and budget of benchmarks/where_incubation_wins.py (README, Benchmarks).
+    # at every depth and budget of benchmarks/where_incubation_wins.py (docs/benchmarks.md).
     module_init='meta',
     meta=dict(train_cfg=dict(max_epochs=meta_epochs)),
     incubate=dict(train_cfg=dict(max_epochs=incubate_epochs), model=dict(backbone=dict(drop_path_rate=0.1))),

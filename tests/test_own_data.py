@@ -1,7 +1,8 @@
 """Downstream on one's own data (issue 14): box-only data, a forgotten num_classes, settings that reach every field,
 a checkpoint found from any working directory, RGB images on the grey demo backbone, OpenMP waiting, and the
-README's worked example (deepforest's tree photos -> COCO -> Faster R-CNN -> test) at tiny size; the tools that
-write data sets or runs never replace a user's files (case deepforest-converter-overwrites-user-files).
+worked example of docs/user_guides/own_data.md (deepforest's tree photos -> COCO -> Faster R-CNN -> test) at
+tiny size; the tools that write data sets or runs never replace a user's files (case
+deepforest-converter-overwrites-user-files).
 """
 from __future__ import annotations
 
@@ -203,7 +204,7 @@ def test_train_tool_sets_passive_openmp_waiting_before_torch_is_imported(given, 
     assert out.stdout.split()[-1] == expected
 
 
-# ----------------------------------------------------------------------------------------------- 1 + README example
+# ------------------------------------------------------------------------------------- 1 + the guide's worked example
 
 @pytest.fixture(scope='module')
 def trees(tmp_path_factory) -> Path:
@@ -235,7 +236,7 @@ def _example_argv(trees: Path, checkpoint: Path, work_dir: Path, *options: str) 
 
 @needs_deepforest
 def test_the_readme_example_trains_and_tests_at_tiny_size(trees, grey_checkpoint, tmp_path):
-    """The README's commands, tiny: RGB tree photos, boxes only, 1 class, from the grey demo backbone."""
+    """The own-data guide's commands, tiny: RGB tree photos, boxes only, 1 class, from the grey demo backbone."""
     from tools.test import main as test
     from tools.train import main as train
     train(_example_argv(trees, grey_checkpoint, tmp_path / 'work'))

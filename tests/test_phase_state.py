@@ -235,7 +235,7 @@ def test_a_changed_pretrained_source_or_its_blocks_or_init_checkpoint_is_refused
 
 @needs_data
 def test_a_meta_model_made_by_make_meta_is_the_meta_phase_s_product(configs, finished, tmp_path):
-    """The README's growing recipe: tools/make_meta.py into the work dir, then the pipeline skips meta training."""
+    """The pipeline guide's growing recipe: make_meta.py into the work dir, then the pipeline skips meta training."""
     work = tmp_path / 'work'
     made = subprocess.run([sys.executable, 'tools/make_meta.py', str(finished / 'e2e' / 'e2e.pth'),
                            str(configs / 'tiny.py'), '--work-dir', str(work)], cwd=ROOT, capture_output=True,
@@ -391,7 +391,7 @@ PIPELINES = sorted(str(path.relative_to(ROOT)) for path in (ROOT / 'configs').rg
 
 @pytest.mark.parametrize('config', PIPELINES)
 def test_every_shipped_pipeline_resumes_exactly_in_every_phase(load, config):
-    """The README's resume promise holds for every shipped pipeline config: no phase has a refused setting."""
+    """The pipeline guide's resume promise holds for every shipped pipeline config: no phase has a refused setting."""
     cfg = load(ROOT / config)
     from mmincubation.engine.runner import build_layout
     for phase in all_phases(build_layout(cfg).num_modules):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 # libgomp's default (active) waiting makes OpenMP threads spin for each other; on CPUs shared with other
-# processes that costs more than it saves (measured in the README's "CPU threads"). libgomp reads the variable
+# processes that costs more than it saves (measured in docs/benchmarks.md, "CPU threads"). libgomp reads the variable
 # when torch is imported, so it is set first; an explicit OMP_WAIT_POLICY is kept.
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 

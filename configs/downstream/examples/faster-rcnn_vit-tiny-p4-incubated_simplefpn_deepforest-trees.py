@@ -1,4 +1,4 @@
-# Your own data, worked example (README: "Use your incubated backbone on your own data"): the demo's incubated
+# Your own data, worked example (docs/user_guides/own_data.md): the demo's incubated
 # ViT (`make demo`) as the backbone of a Faster R-CNN on RGB aerial photos of tree crowns, boxes only, one class
 # (tools/dataset_converters/deepforest_to_coco.py data/deepforest_trees). Everything else is the CPU demo's.
 _base_ = '../demo/faster-rcnn_vit-tiny-p4-incubated_simplefpn_pasted-fashion-mnist.py'
