@@ -44,3 +44,8 @@ train_pipeline = [
     dict(type='PackInputs'),
 ]
 train_dataloader = dict(batch_size=batch_per_gpu, dataset=dict(pipeline=train_pipeline))
+
+# mmpretrain's visualizer less the `_scope_` MMEngine adds to a `pkg::` base's dicts, which mmpretrain's
+# browse_dataset.py cannot take (why: _base_/default_runtime.py, the runtime of our other pipelines)
+visualizer = dict(_base_.visualizer, _delete_=True)
+visualizer.pop('_scope_')

@@ -6,7 +6,7 @@ _base_ = [
     './_base_/models/vit-tiny-p4_fashion-mnist.py',
     './_base_/datasets/fashion-mnist_bs128.py',
     './_base_/schedules/adamw_cosine_demo.py',
-    'mmpretrain::_base_/default_runtime.py',
+    './_base_/default_runtime.py',
     './_base_/incubation_runner.py',  # a pipeline for stock tools too
 ]
 

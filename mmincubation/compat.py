@@ -6,13 +6,17 @@ Imported first by ``mmincubation/__init__.py``, so every entry point (tools, con
 """
 from __future__ import annotations
 
+import math
 import os.path as osp
 
+import matplotlib._tight_bbox
+import mmengine.analysis.complexity_analysis as mmengine_complexity
 import mmengine.config.config as mmengine_config
 import mmengine.config.utils as mmengine_config_utils
 import mmengine.utils.package_utils as mmengine_package_utils
 import numpy as np
 import torch
+from mmengine.analysis.jit_handles import get_shape
 from mmengine.logging import HistoryBuffer
 from torch.torch_version import TorchVersion
 
@@ -128,6 +132,49 @@ def allow_mmincubation_config_bases() -> None:
     mmengine_config.Config._get_cfg_path = staticmethod(_cfg_path_and_scope)
 
 
+def attention_flop_jit(inputs: list, outputs: list) -> int:
+    """Multiply-adds of ``aten::scaled_dot_product_attention`` in a traced graph (an MMEngine FLOP handle).
+
+    ``inputs`` are the op's traced values: query ``(..., L, E)``, key ``(..., S, E)``, value ``(..., S, Ev)``, then
+    mask, dropout, causality and scale (not counted, as MMEngine counts no elementwise op). The count is
+    ``(...) x L x S x (E + Ev)``: the two matrix products query @ key^T and weights @ value, which MMEngine's
+    ``matmul`` handle counts the same way when the attention is written out (mmpretrain's
+    ``scaled_dot_product_attention_pyimpl``). With fewer key/value heads (grouped queries) every query head is
+    counted, as a written-out attention broadcasts them.
+    """
+    query, key, value = (get_shape(tensor) for tensor in inputs[:3])
+    return math.prod(query[:-2]) * query[-2] * key[-2] * (query[-1] + value[-1])
+
+
+def count_fused_attention_flops() -> None:
+    """Let MMEngine's FLOP counter (``FlopAnalyzer``, ``get_model_complexity_info``) count torch's fused attention.
+
+    mmpretrain 1.2.0's ``MultiheadAttention`` (every ViT) calls ``torch.nn.functional.scaled_dot_product_attention``
+    on torch>=2.0, an op MMEngine 0.10.7's handles predate: it is skipped with a warning, and a ViT's FLOPs
+    lack both attention products (the demo ViT: 2.6M of its 22.5M). The handle is added to the defaults every
+    new ``FlopAnalyzer`` starts from (one MMEngine already has is kept).
+    """
+    mmengine_complexity._DEFAULT_SUPPORTED_FLOP_OPS.setdefault('aten::scaled_dot_product_attention',
+                                                               attention_flop_jit)
+
+
+def allow_two_argument_adjust_bbox() -> None:
+    """Let ``matplotlib._tight_bbox.adjust_bbox(fig, bbox)`` be called without a renderer, as matplotlib<3.8 had it.
+
+    mmpretrain 1.2.0's ``tools/visualization/browse_dataset.py`` draws every mode but ``original`` through it
+    with two arguments; today's matplotlib wants ``renderer`` too, used only for axes locators (none in the
+    tool's plain subplots), so the tool failed with 'adjust_bbox() missing 1 required positional argument:
+    'renderer''. The tool binds the function by name on import, before its config's ``custom_imports`` bring us
+    in, so its defaults are extended instead of replacing it: a call that passes a renderer is unchanged.
+    """
+    function = matplotlib._tight_bbox.adjust_bbox
+    names = function.__code__.co_varnames[:function.__code__.co_argcount]
+    if names[:3] == ('fig', 'bbox_inches', 'renderer') and len(function.__defaults__ or ()) < len(names) - 2:
+        function.__defaults__ = (None, ) * (len(names) - 2)
+
+
 check_torch_version()
 allow_mmengine_checkpoints()
 allow_mmincubation_config_bases()
+count_fused_attention_flops()
+allow_two_argument_adjust_bbox()

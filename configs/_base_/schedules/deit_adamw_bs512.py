@@ -10,7 +10,7 @@
 # another batch sets lr = _base_.lr * batch / 512 and base_batch_size = that batch / gradient
 # accumulation (MMEngine does not count accumulation), as schedules/deit_adamw_bs2048.py does.
 # Turn scaling off with --cfg-options auto_scale_lr.enable=False.
-_base_ = 'mmpretrain::_base_/default_runtime.py'
+_base_ = '../default_runtime.py'
 
 lr = 5e-4  # for 512 images per optimizer step
 weight_decay = 0.05
