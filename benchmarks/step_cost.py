@@ -56,8 +56,11 @@ def time_train_step(phase_cfg: Config, batch: int, iters: int, warmup: int, devi
     """Median seconds per ``train_step`` and peak memory of one phase network."""
     from mmengine.optim import build_optim_wrapper
     from mmpretrain.registry import MODELS
+    model_cfg = phase_cfg.model.copy()
+    if phase_cfg.get('data_preprocessor') is not None:  # as MMEngine's Runner gives the model its preprocessor
+        model_cfg.setdefault('data_preprocessor', phase_cfg.data_preprocessor)
     with DefaultScope.overwrite_default_scope('mmpretrain'):
-        model = MODELS.build(phase_cfg.model).to(device)
+        model = MODELS.build(model_cfg).to(device)
         model.init_weights()
         optim_wrapper = build_optim_wrapper(model, phase_cfg.optim_wrapper)
     data = synthetic_batch(phase_cfg, batch)
