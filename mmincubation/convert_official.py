@@ -28,43 +28,10 @@ from pathlib import Path
 
 import torch
 
+from .backbones.vit import BLOCK_TO_OURS, OFFICIAL_NAMING, OFFICIAL_TO_OURS, OPTIONAL_BLOCK_KEYS, VIT
 from .checkpoint import CheckpointError, check_finite, check_output, read_torch_file, save_atomic
-from .layout import VIT_NAMING, BlockNaming, LayoutError, ModuleLayout, check_state_dict
+from .layout import LayoutError, ModuleLayout, check_state_dict
 from .tags import Tag
-
-#: The official (timm) key space; stem and tail prefixes decide which stage may hold a key.
-OFFICIAL_NAMING = BlockNaming(name='official', block_key='blocks.{block}.',
-                              stem_prefixes=('patch_embed.', 'cls_token', 'pos_embed'),
-                              tail_prefixes=('norm.', 'head.'))
-
-#: Official stem/tail key -> ours.
-OFFICIAL_TO_OURS = {
-    'cls_token': 'backbone.cls_token',
-    'pos_embed': 'backbone.pos_embed',
-    'patch_embed.proj.weight': 'backbone.patch_embed.projection.weight',
-    'patch_embed.proj.bias': 'backbone.patch_embed.projection.bias',
-    'norm.weight': 'backbone.ln1.weight',
-    'norm.bias': 'backbone.ln1.bias',
-    'head.weight': 'head.layers.head.weight',
-    'head.bias': 'head.layers.head.bias',
-}
-
-#: Official key inside a block -> ours. ``attn.qkv.bias`` is optional: official ViT-H has none.
-BLOCK_TO_OURS = {
-    'norm1.weight': 'ln1.weight',
-    'norm1.bias': 'ln1.bias',
-    'attn.qkv.weight': 'attn.qkv.weight',
-    'attn.qkv.bias': 'attn.qkv.bias',
-    'attn.proj.weight': 'attn.proj.weight',
-    'attn.proj.bias': 'attn.proj.bias',
-    'norm2.weight': 'ln2.weight',
-    'norm2.bias': 'ln2.bias',
-    'mlp.fc1.weight': 'ffn.layers.0.0.weight',
-    'mlp.fc1.bias': 'ffn.layers.0.0.bias',
-    'mlp.fc2.weight': 'ffn.layers.1.weight',
-    'mlp.fc2.bias': 'ffn.layers.1.bias',
-}
-OPTIONAL_BLOCK_KEYS = frozenset({'attn.qkv.bias'})
 
 #: Expected shapes: C embed dims, F feed-forward dims, N classes, None any size.
 SHAPES = {
@@ -224,7 +191,7 @@ def to_ours(state: Mapping[str, object]) -> dict:
     converted = {}
     for key, value in state.items():
         block = OFFICIAL_NAMING.split(key)
-        new = VIT_NAMING.join(0, block.index, BLOCK_TO_OURS[block.rest]) if block else OFFICIAL_TO_OURS[key]
+        new = VIT.naming.join(0, block.index, BLOCK_TO_OURS[block.rest]) if block else OFFICIAL_TO_OURS[key]
         converted[new] = value
     return converted
 
@@ -241,9 +208,9 @@ def choose_layout(blocks: int, file_depths: tuple[int, ...] | None, meta: bool,
             raise CheckpointError(f'{source} is not a meta model: its stages have {list(file_depths)} blocks, '
                                   'a meta model has one per stage')
         if module_depths is not None:
-            layout = ModuleLayout(tuple(module_depths), VIT_NAMING)
+            layout = ModuleLayout(tuple(module_depths), VIT.naming)
         elif full_depth is not None:
-            layout = ModuleLayout.uniform(full_depth, blocks, VIT_NAMING)
+            layout = ModuleLayout.uniform(full_depth, blocks, VIT.naming)
         else:
             raise CheckpointError(f'{source}: converting a meta model needs the full model\'s module depths '
                                   '(--module-depths, --full-depth or --config)')
@@ -254,8 +221,8 @@ def choose_layout(blocks: int, file_depths: tuple[int, ...] | None, meta: bool,
     if full_depth is not None and full_depth != blocks:
         raise CheckpointError(f'{source} has {blocks} blocks, not the --full-depth {full_depth}')
     if module_depths is None:
-        return ModuleLayout(file_depths or (blocks, ), VIT_NAMING)
-    layout = ModuleLayout(tuple(module_depths), VIT_NAMING)
+        return ModuleLayout(file_depths or (blocks, ), VIT.naming)
+    layout = ModuleLayout(tuple(module_depths), VIT.naming)
     if layout.total_depth != blocks:
         raise CheckpointError(f'{source} has {blocks} blocks but the module depths {list(layout.depths)} '
                               f'add up to {layout.total_depth}')

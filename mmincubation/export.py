@@ -56,9 +56,10 @@ from mmpretrain.models.backbones.vision_transformer import TransformerEncoderLay
 from mmpretrain.models.utils import MultiheadAttention, ShiftWindowMSA, WindowMSA
 from torch import nn
 
+from .backbones import SWIN, VIT
 from .checkpoint import CheckpointError, check_output, load_fitting, load_weights, write_atomic
 from .convert_official import BLOCK_TO_OURS, OFFICIAL_NAMING, OFFICIAL_TO_OURS
-from .layout import SWIN_NAMING, VIT_NAMING, LayoutError, check_state_dict
+from .layout import LayoutError, check_state_dict
 from .tags import META_KEY
 
 
@@ -307,7 +308,7 @@ def _check_ffn(ffn: nn.Module, where: str) -> None:
 def _vit_state(state: Mapping[str, torch.Tensor], head_prefix: str) -> dict[str, torch.Tensor]:
     converted = {}
     for key, value in state.items():
-        block = VIT_NAMING.split(key)
+        block = VIT.naming.split(key)
         if block is not None:
             converted[OFFICIAL_NAMING.join(0, block.index, VIT_BLOCK_TO_TIMM[block.rest])] = value
         elif key.startswith('head.') and not key.startswith(head_prefix):
@@ -430,8 +431,8 @@ def _swin_windows(backbone: SwinTransformer, timm_model: nn.Module, sizes: list[
 def _swin_state(state: Mapping[str, torch.Tensor], head_prefix: str, last: int) -> dict[str, torch.Tensor]:
     converted = {}
     for key, value in state.items():
-        block = SWIN_NAMING.split(key)
-        stage = SWIN_NAMING.between_stage(key)
+        block = SWIN.naming.split(key)
+        stage = SWIN.naming.between_stage(key)
         if block is not None:
             if block.rest == SWIN_INDEX:
                 _check_relative_index(key, value)
@@ -439,7 +440,7 @@ def _swin_state(state: Mapping[str, torch.Tensor], head_prefix: str, last: int) 
             converted[TIMM_SWIN_BLOCK.format(stage=block.stage, block=block.index) + SWIN_BLOCK_TO_TIMM[block.rest]] \
                 = value
         elif stage is not None:
-            rest = key[len(SWIN_NAMING.between_key.format(stage=stage)):]
+            rest = key[len(SWIN.naming.between_key.format(stage=stage)):]
             converted[f'layers.{stage + 1}.downsample.{rest}'] = _merging_to_timm(value, value.shape[-1] // 4)
         elif key.startswith('backbone.patch_embed.'):
             converted['patch_embed.' + key[len('backbone.patch_embed.'):].replace('projection.', 'proj.')] = value

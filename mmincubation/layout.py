@@ -16,7 +16,7 @@ space to another's (:func:`convert_state_dict`); growing a module from the meta 
 variant for one module of different depths (:func:`grown_module`).
 
 This module is pure: it knows state-dict keys and tensors, nothing of MMEngine or of configs
-(:mod:`mmincubation.backbones` maps a config's backbone onto a :class:`BlockNaming`).
+(each backbone's spec in :mod:`mmincubation.backbones` holds its :class:`BlockNaming`).
 """
 from __future__ import annotations
 
@@ -95,30 +95,6 @@ class BlockNaming:
         raise KeyError(
             f'state-dict key {key!r} is neither a block ({self.block_key}*){between}, nor a stem '
             f'parameter {self.stem_prefixes}, nor a tail parameter {self.tail_prefixes}')
-
-
-#: mmpretrain ``ImageClassifier`` with a ``VisionTransformer`` (or DeiT) backbone.
-VIT_NAMING = BlockNaming(
-    name='vit',
-    block_key='backbone.layers.{block}.',
-    stem_prefixes=('backbone.patch_embed.', 'backbone.cls_token', 'backbone.dist_token',
-                   'backbone.pos_embed', 'backbone.pre_norm.'),
-    tail_prefixes=('backbone.ln1.', 'backbone.ln2.', 'neck.', 'head.'),
-    # mmpretrain's TransformerEncoderLayer: x + attn.proj(...), then x + ffn.layers[1](...).
-    residual_outputs=('attn.proj.', 'ffn.layers.1.'),
-)
-
-#: mmpretrain ``ImageClassifier`` with a ``SwinTransformer`` backbone: blocks ``stages.i.blocks.j``,
-#: patch merging ``stages.i.downsample`` after stage ``i``, output norms ``norm<i>``.
-SWIN_NAMING = BlockNaming(
-    name='swin',
-    block_key='backbone.stages.{stage}.blocks.{block}.',
-    between_key='backbone.stages.{stage}.downsample.',
-    stem_prefixes=('backbone.patch_embed.', 'backbone.absolute_pos_embed'),
-    tail_prefixes=('backbone.norm', 'neck.', 'head.'),
-    # mmpretrain's SwinBlock: x + attn.w_msa.proj(...), then x + ffn.layers[1](...).
-    residual_outputs=('attn.w_msa.proj.', 'ffn.layers.1.'),
-)
 
 
 class LayoutError(ValueError):
@@ -277,9 +253,6 @@ class ModuleLayout:
                               f'(layout {self.depths})')
 
 
-NAMINGS = {naming.name: naming for naming in (VIT_NAMING, SWIN_NAMING)}
-
-
 def layout_from_tag(record: Mapping) -> ModuleLayout:
     """The layout a checkpoint's mmincubation tag records; tags written before backbones other than
     the ViT existed (no ``backbone`` field) are ViT layouts of one stage.
@@ -288,10 +261,9 @@ def layout_from_tag(record: Mapping) -> ModuleLayout:
         LayoutError: the tag names an unknown backbone or depths that are not a layout.
         KeyError / TypeError: the tag has no or a malformed ``layout``.
     """
-    name = record.get('backbone', VIT_NAMING.name)
-    if name not in NAMINGS:
-        raise LayoutError(f'unknown backbone kind {name!r}; known: {sorted(NAMINGS)}')
-    return ModuleLayout(tuple(record['layout']), NAMINGS[name], tuple(record.get('stages') or ()))
+    from .backbones import spec_named  # the specs are built on this module
+    naming = spec_named(record.get('backbone', 'vit')).naming
+    return ModuleLayout(tuple(record['layout']), naming, tuple(record.get('stages') or ()))
 
 
 def _check_compatible(src: ModuleLayout, dst: ModuleLayout) -> None:

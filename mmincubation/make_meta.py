@@ -51,6 +51,7 @@ from mmengine.logging import MMLogger, print_log
 from mmengine.registry import DefaultScope
 from torch import nn
 
+from .backbones import BackboneSpec, spec_of
 from .checkpoint import (
     META_KEY,
     CheckpointError,
@@ -75,10 +76,6 @@ from .layout import LayoutError, check_state_dict
 from .phases import PHASE_TABLE, Phase
 from .tags import Tag
 
-#: mmpretrain's ``PatchEmbed`` convolution: ``(width, input channels, patch height, patch width)``.
-PATCH_EMBED = 'backbone.patch_embed.projection.weight'
-#: The position embedding, which the ViT resizes to its own token grid when loading.
-POS_EMBED = 'backbone.pos_embed'
 #: Key prefix of the backbone; the neck and head (:data:`NETWORK`'s others) count as the head.
 BACKBONE = 'backbone.'
 #: Key prefixes of an ``ImageClassifier``'s weights; a source's keys outside them are foreign, never used.
@@ -310,13 +307,13 @@ def build_meta_model(cfg: Config) -> nn.Module:
     return model
 
 
-def _blocks_prefix(model: nn.Module, cfg: Config) -> str:
-    """State-dict prefix of the meta model's block list (``'backbone.layers.'``); other backbones are refused."""
-    layers = getattr(model.backbone, 'layers', None)
-    if not isinstance(layers, nn.ModuleList):
-        raise LayoutError(f'a pretrained meta model needs a ViT backbone (mmpretrain VisionTransformer family, blocks '
-                          f'in backbone.layers); the config\'s model.backbone is {cfg.model.backbone.type}')
-    return next(f'{name}.' for name, module in model.named_modules() if module is layers)
+def _blocks_prefix(spec: BackboneSpec, cfg: Config) -> str:
+    """State-dict prefix of the meta model's block list (``'backbone.layers.'``) from the backbone's spec;
+    backbones built in stages are refused."""
+    if '{stage}' in spec.naming.block_key:
+        raise LayoutError(f'a pretrained meta model is made of one-stage backbones (a ViT family); the config\'s '
+                          f'model.backbone {cfg.model.backbone.type} is built in stages ({spec.naming.block_key}*)')
+    return spec.naming.block_key.split('{block}')[0]
 
 
 def _source_depth(source: PretrainedSource, prefix: str, backbone_type: str) -> int:
@@ -334,11 +331,12 @@ def _source_depth(source: PretrainedSource, prefix: str, backbone_type: str) -> 
     return len(indices)
 
 
-def _check_patch_embed(source: PretrainedSource, reference: Mapping[str, torch.Tensor]) -> None:
+def _check_patch_embed(source: PretrainedSource, reference: Mapping[str, torch.Tensor], spec: BackboneSpec) -> None:
     """Refuse another width, input channel count or patch size, named as such (read from the patch embedding)."""
-    if PATCH_EMBED not in source.state_dict or PATCH_EMBED not in reference:
+    patch_embed = BACKBONE + str(spec.patch_weight)
+    if patch_embed not in source.state_dict or patch_embed not in reference:
         return  # a missing key is named by check_state_dict
-    found, wanted = tuple(source.state_dict[PATCH_EMBED].shape), tuple(reference[PATCH_EMBED].shape)
+    found, wanted = tuple(source.state_dict[patch_embed].shape), tuple(reference[patch_embed].shape)
     if len(found) != 4 or found == wanted:
         return
     what = [f'width {found[0]} vs the config\'s {wanted[0]} (model.backbone.arch.embed_dims)'] * (found[0] != wanted[0])
@@ -346,7 +344,7 @@ def _check_patch_embed(source: PretrainedSource, reference: Mapping[str, torch.T
     what += [f'patch size {found[2]}x{found[3]} vs {wanted[2]}x{wanted[3]} (model.backbone.patch_size)'] * (
         found[2:] != wanted[2:])
     raise CheckpointError(f'pretrained checkpoint {source.path} ({source.kind}) does not fit the config: '
-                          f'{"; ".join(what)} ({PATCH_EMBED} {found} vs {wanted})')
+                          f'{"; ".join(what)} ({patch_embed} {found} vs {wanted})')
 
 
 def _head_misfit(source: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor]) -> str | None:
@@ -398,7 +396,8 @@ def make_meta(source: str | os.PathLike, cfg: Config, blocks: Sequence[int] | No
     layout = build_layout(cfg)
     model = build_meta_model(cfg)
     reference = model.state_dict()
-    prefix = _blocks_prefix(model, cfg)
+    spec = spec_of(cfg.model.backbone)
+    prefix = _blocks_prefix(spec, cfg)
     pretrained = read_pretrained(source, ema)
     if pretrained.ema:
         print_log(f'pretrained checkpoint {pretrained.path} holds {pretrained.ema}: ' + (
@@ -409,7 +408,7 @@ def make_meta(source: str | os.PathLike, cfg: Config, blocks: Sequence[int] | No
                   f'neck or head weights nor EMA copies of them) left unused: {_shown(pretrained.unused)}',
                   logger='current', level=logging.WARNING)
     depth = _source_depth(pretrained, prefix, cfg.model.backbone.type)
-    _check_patch_embed(pretrained, reference)
+    _check_patch_embed(pretrained, reference, spec)
     if depth < layout.num_modules and blocks is None:
         raise LayoutError(f'pretrained checkpoint {pretrained.path} has {depth} blocks, fewer than the '
                           f'{layout.num_modules} the meta model needs (one per module): use fewer modules')
@@ -426,8 +425,9 @@ def make_meta(source: str | os.PathLike, cfg: Config, blocks: Sequence[int] | No
             state[renamed[match.group(0)] + key[match.end():]] = value
     backbone = {key: value for key, value in state.items() if key.startswith(BACKBONE)}
     wanted = {key: value for key, value in reference.items() if key.startswith(BACKBONE)}
-    if POS_EMBED in backbone and POS_EMBED in wanted:  # the ViT resizes it to its token grid on loading
-        backbone[POS_EMBED] = wanted[POS_EMBED]
+    resized = [key for key in (BACKBONE + name for name in spec.resized_on_load) if key in backbone and key in wanted]
+    for key in resized:  # the backbone resizes these itself on loading (a ViT its position embedding)
+        backbone[key] = wanted[key]
     try:
         check_state_dict(backbone, wanted, source=f'pretrained checkpoint {pretrained.path} ({pretrained.kind}, '
                                                   f'blocks {blocks})')
@@ -445,9 +445,10 @@ def make_meta(source: str | os.PathLike, cfg: Config, blocks: Sequence[int] | No
     try:  # copies by value; the ViT resizes pos_embed to its token grid if it must
         model.load_state_dict(state, strict=True)
     except (RuntimeError, ValueError) as error:  # a position embedding of a grid the ViT cannot resize from
-        raise CheckpointError(f'pretrained checkpoint {pretrained.path}: {POS_EMBED} of shape '
-                              f'{tuple(pretrained.state_dict[POS_EMBED].shape)} cannot be resized to '
-                              f'{tuple(reference[POS_EMBED].shape)}: {" ".join(str(error).split())[:200]}') from error
+        shapes = ', '.join(f'{key} of shape {tuple(pretrained.state_dict[key].shape)} to {tuple(reference[key].shape)}'
+                           for key in resized)
+        raise CheckpointError(f'pretrained checkpoint {pretrained.path}: cannot resize {shapes or "its tensors"}: '
+                              f'{" ".join(str(error).split())[:200]}') from error
 
     made_of = dict(checkpoint=str(pretrained.path), kind=pretrained.kind, weights=pretrained.weights, depth=depth,
                    blocks=blocks, head='new' if misfit else 'reused', **pretraining_cost(pretrained, cost))

@@ -5,7 +5,7 @@ Every product and intermediate checkpoint the pipeline writes carries ``meta.mmi
 
     phase        the phase that wrote it (a row of :data:`~mmincubation.phases.PHASE_TABLE`)
     layout       the full model's module depths, e.g. [3, 3, 3, 3]
-    backbone     the backbone adapter's naming ('vit', 'swin')
+    backbone     the backbone spec's kind ('vit', 'swin', ...: mmincubation/backbones)
     stages       the full model's stage depths
     holds        'meta', 'module', 'hybrid' or 'full'
     module       the module index of a module or hybrid

@@ -9,11 +9,12 @@ from mmengine.runner import load_checkpoint
 from mmpretrain.registry import MODELS
 
 from mmincubation.assemble import assemble, assemble_modules
+from mmincubation.backbones import VIT
 from mmincubation.checkpoint import META_KEY, CheckpointError, save_atomic
-from mmincubation.layout import VIT_NAMING, LayoutError, ModuleLayout
+from mmincubation.layout import LayoutError, ModuleLayout
 
 DEPTHS = (2, 2, 2)  # K = 3 modules of 2 blocks: a 6-block "full" model
-FULL = ModuleLayout(DEPTHS, VIT_NAMING)
+FULL = ModuleLayout(DEPTHS, VIT.naming)
 
 
 def save_meta_checkpoint(path, seed: int = 1) -> dict:

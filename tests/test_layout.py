@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mmincubation  # noqa: F401  (applies the compatibility fixes)
+from mmincubation.backbones import VIT
 from mmincubation.layout import (
     STEM,
     TAIL,
-    VIT_NAMING,
     LayoutError,
     ModuleLayout,
     check_state_dict,
@@ -26,7 +26,7 @@ depths_strategy = st.lists(st.integers(min_value=1, max_value=5), min_size=1, ma
 
 @st.composite
 def layout_and_module(draw: st.DrawFn) -> tuple[ModuleLayout, int]:
-    layout = ModuleLayout(draw(depths_strategy), VIT_NAMING)
+    layout = ModuleLayout(draw(depths_strategy), VIT.naming)
     return layout, draw(st.integers(min_value=0, max_value=layout.num_modules - 1))
 
 
@@ -60,7 +60,7 @@ def assert_same_entries(actual: dict, expected: dict) -> None:
 @PROPERTY
 @given(depths_strategy)
 def test_locate_first_block_and_blocks_of_are_consistent_bijections(depths: tuple[int, ...]) -> None:
-    layout = ModuleLayout(depths, VIT_NAMING)
+    layout = ModuleLayout(depths, VIT.naming)
     assert layout.depths == depths
     assert layout.num_modules == len(depths)
     assert layout.total_depth == sum(depths)
@@ -90,16 +90,16 @@ def test_locate_first_block_and_blocks_of_are_consistent_bijections(depths: tupl
 @PROPERTY
 @given(depths_strategy)
 def test_module_of_agrees_with_locate_and_sends_stem_first_tail_last(depths: tuple[int, ...]) -> None:
-    layout = ModuleLayout(depths, VIT_NAMING)
+    layout = ModuleLayout(depths, VIT.naming)
     for block in range(layout.total_depth):
         for rest in BLOCK_RESTS + ('ln2.bias', 'attn.qkv.bias'):
             assert layout.module_of(f'backbone.layers.{block}.{rest}') == layout.locate(block)[0]
     for key in STEM_KEYS + EXTRA_STEM_KEYS:
         assert layout.module_of(key) == 0, key
-        assert VIT_NAMING.outer_part(key) == STEM
+        assert VIT.naming.outer_part(key) == STEM
     for key in TAIL_KEYS + EXTRA_TAIL_KEYS:
         assert layout.module_of(key) == layout.num_modules - 1, key
-        assert VIT_NAMING.outer_part(key) == TAIL
+        assert VIT.naming.outer_part(key) == TAIL
     # A block beyond the layout belongs to no module.
     with pytest.raises(LayoutError, match=f'block {layout.total_depth} is out of range'):
         layout.module_of(f'backbone.layers.{layout.total_depth}.ln1.weight')
@@ -118,17 +118,17 @@ def test_meta_and_hybrid_depths(case: tuple[ModuleLayout, int]) -> None:
 
 
 def test_naming_split_join_round_trip() -> None:
-    assert VIT_NAMING.split('backbone.layers.11.attn.qkv.weight') == (0, 11, 'attn.qkv.weight')
-    assert VIT_NAMING.join(0, 11, 'attn.qkv.weight') == 'backbone.layers.11.attn.qkv.weight'
-    assert VIT_NAMING.split('backbone.ln1.weight') is None
+    assert VIT.naming.split('backbone.layers.11.attn.qkv.weight') == (0, 11, 'attn.qkv.weight')
+    assert VIT.naming.join(0, 11, 'attn.qkv.weight') == 'backbone.layers.11.attn.qkv.weight'
+    assert VIT.naming.split('backbone.ln1.weight') is None
     # 'backbone.layers' without an index is not a block key (and belongs to no part).
-    assert VIT_NAMING.split('backbone.layers.x.weight') is None
+    assert VIT.naming.split('backbone.layers.x.weight') is None
 
 
 def test_uniform_split() -> None:
-    assert ModuleLayout.uniform(12, 4, VIT_NAMING).depths == (3, 3, 3, 3)
-    assert ModuleLayout.uniform(12, 1, VIT_NAMING).depths == (12, )
-    assert ModuleLayout.uniform(12, 4, VIT_NAMING).hybrid(1).depths == (1, 3, 1, 1)
+    assert ModuleLayout.uniform(12, 4, VIT.naming).depths == (3, 3, 3, 3)
+    assert ModuleLayout.uniform(12, 1, VIT.naming).depths == (12, )
+    assert ModuleLayout.uniform(12, 4, VIT.naming).hybrid(1).depths == (1, 3, 1, 1)
 
 
 # --- 2. Exact round-trips on synthetic state dicts ----------------------------------------------
@@ -156,7 +156,7 @@ def test_full_to_hybrid_to_full_gives_back_exactly_that_module(case: tuple[Modul
 @PROPERTY
 @given(depths_strategy)
 def test_union_of_modules_exported_from_separate_hybrids_is_the_full_model(depths: tuple[int, ...]) -> None:
-    full = ModuleLayout(depths, VIT_NAMING)
+    full = ModuleLayout(depths, VIT.naming)
     state = synthetic_state_dict(full)
     assembled = {}
     for target in range(full.num_modules):
@@ -184,15 +184,15 @@ def test_meta_to_hybrid_puts_meta_block_j_at_module_j(case: tuple[ModuleLayout, 
 
     expected = {}
     for key, value in meta_state.items():
-        split = VIT_NAMING.split(key)
+        split = VIT.naming.split(key)
         if split is None:
-            part = VIT_NAMING.outer_part(key)
+            part = VIT.naming.outer_part(key)
             owner = 0 if part == STEM else full.num_modules - 1
             if owner != target:
                 expected[key] = value
         elif split.index != target:
             # Meta block j is module j; in the hybrid it sits where module j starts.
-            expected[VIT_NAMING.join(0, hybrid.first_block(split.index), split.rest)] = value
+            expected[VIT.naming.join(0, hybrid.first_block(split.index), split.rest)] = value
     assert_same_entries(initialised, expected)
     for module in others:
         block = hybrid.first_block(module)
@@ -208,21 +208,21 @@ def test_meta_to_hybrid_puts_meta_block_j_at_module_j(case: tuple[ModuleLayout, 
 @PROPERTY
 @given(depths_strategy)
 def test_converting_all_modules_between_identical_layouts_is_the_identity(depths: tuple[int, ...]) -> None:
-    layout = ModuleLayout(depths, VIT_NAMING)
+    layout = ModuleLayout(depths, VIT.naming)
     state = synthetic_state_dict(layout)
-    converted = convert_state_dict(state, layout, ModuleLayout(depths, VIT_NAMING))
+    converted = convert_state_dict(state, layout, ModuleLayout(depths, VIT.naming))
     assert_same_entries(converted, state)
     assert list(converted) == list(state)
     assert_same_entries(convert_state_dict(state, layout, layout, range(layout.num_modules)), state)
 
 
 def test_convert_with_no_modules_gives_nothing() -> None:
-    layout = ModuleLayout((2, 3), VIT_NAMING)
+    layout = ModuleLayout((2, 3), VIT.naming)
     assert convert_state_dict(synthetic_state_dict(layout), layout, layout, []) == {}
 
 
 def test_convert_concrete_example() -> None:
-    full = ModuleLayout((2, 3, 1), VIT_NAMING)  # blocks 0-1 | 2-4 | 5
+    full = ModuleLayout((2, 3, 1), VIT.naming)  # blocks 0-1 | 2-4 | 5
     hybrid = full.hybrid(1)  # (1, 3, 1): blocks 0 | 1-3 | 4
     state = {'backbone.layers.1.ln1.weight': 'z', 'backbone.layers.2.ln1.weight': 'a',
              'backbone.layers.4.ln1.weight': 'b', 'backbone.layers.5.ln1.weight': 'c',
@@ -257,7 +257,7 @@ def real_full_model() -> torch.nn.Module:
 
 
 def test_every_key_of_a_real_vit_is_assigned_to_the_right_module(real_full_model: torch.nn.Module) -> None:
-    layout = ModuleLayout((2, 2, 2), VIT_NAMING)
+    layout = ModuleLayout((2, 2, 2), VIT.naming)
     keys = list(real_full_model.state_dict())
     assigned = {key: layout.module_of(key) for key in keys}  # no KeyError for any key
 
@@ -280,7 +280,7 @@ def test_every_key_of_a_real_vit_is_assigned_to_the_right_module(real_full_model
 
 @pytest.mark.parametrize('target', [0, 1, 2])
 def test_real_state_dict_loads_into_a_real_hybrid_model(real_full_model: torch.nn.Module, target: int) -> None:
-    full = ModuleLayout((2, 2, 2), VIT_NAMING)
+    full = ModuleLayout((2, 2, 2), VIT.naming)
     hybrid = full.hybrid(target)
     full_state = real_full_model.state_dict()
     converted = convert_state_dict(full_state, full, hybrid, [target])
@@ -302,7 +302,7 @@ def test_real_state_dict_loads_into_a_real_hybrid_model(real_full_model: torch.n
 
 
 def test_real_modules_from_hybrids_assemble_into_the_same_model(real_full_model: torch.nn.Module) -> None:
-    full = ModuleLayout((2, 2, 2), VIT_NAMING)
+    full = ModuleLayout((2, 2, 2), VIT.naming)
     full_state = real_full_model.state_dict()
     assembled = {}
     for target in range(full.num_modules):
@@ -325,20 +325,20 @@ def test_real_modules_from_hybrids_assemble_into_the_same_model(real_full_model:
 
 def test_uniform_that_does_not_divide_names_both_numbers() -> None:
     with pytest.raises(LayoutError, match=r'12 blocks cannot be split into 5 equal modules'):
-        ModuleLayout.uniform(12, 5, VIT_NAMING)
+        ModuleLayout.uniform(12, 5, VIT.naming)
     with pytest.raises(LayoutError, match=r'into 0 equal modules'):
-        ModuleLayout.uniform(12, 0, VIT_NAMING)
+        ModuleLayout.uniform(12, 0, VIT.naming)
 
 
 @pytest.mark.parametrize('depths', [(), (0, ), (3, 0, 3), (2, -1)])
 def test_depths_must_be_non_empty_and_positive(depths: tuple[int, ...]) -> None:
     with pytest.raises(LayoutError, match='non-empty list of positive ints'):
-        ModuleLayout(depths, VIT_NAMING)
+        ModuleLayout(depths, VIT.naming)
 
 
 @pytest.mark.parametrize('module', [4, -1, 10])
 def test_module_index_out_of_range_is_named(module: int) -> None:
-    layout = ModuleLayout((3, 3, 3, 3), VIT_NAMING)
+    layout = ModuleLayout((3, 3, 3, 3), VIT.naming)
     for call in (layout.hybrid, layout.first_block, layout.blocks_of):
         with pytest.raises(LayoutError, match=rf'module index {module} is out of range for 4 modules'):
             call(module)
@@ -347,16 +347,16 @@ def test_module_index_out_of_range_is_named(module: int) -> None:
 @pytest.mark.parametrize('block', [-1, 6, 100])
 def test_locate_out_of_range_is_named(block: int) -> None:
     with pytest.raises(LayoutError, match=rf'block {block} is out of range for layout \(2, 4\) \(6 blocks\)'):
-        ModuleLayout((2, 4), VIT_NAMING).locate(block)
+        ModuleLayout((2, 4), VIT.naming).locate(block)
 
 
 def test_converting_between_different_module_counts_fails() -> None:
     with pytest.raises(LayoutError, match=r'cannot map 3 modules .*\(2, 2, 2\).* onto 2 modules .*\(3, 3\)'):
-        convert_state_dict({}, ModuleLayout((2, 2, 2), VIT_NAMING), ModuleLayout((3, 3), VIT_NAMING))
+        convert_state_dict({}, ModuleLayout((2, 2, 2), VIT.naming), ModuleLayout((3, 3), VIT.naming))
 
 
 def test_converting_a_module_of_another_depth_names_the_module() -> None:
-    full, hybrid = ModuleLayout((2, 3, 2), VIT_NAMING), ModuleLayout((1, 3, 1), VIT_NAMING)
+    full, hybrid = ModuleLayout((2, 3, 2), VIT.naming), ModuleLayout((1, 3, 1), VIT.naming)
     state = synthetic_state_dict(full)
     with pytest.raises(LayoutError, match=r'module 2 has 2 blocks in layout \(2, 3, 2\) but 1 in layout \(1, 3, 1\)'):
         convert_state_dict(state, full, hybrid, [1, 2])
@@ -367,13 +367,13 @@ def test_converting_a_module_of_another_depth_names_the_module() -> None:
 
 
 def test_converting_a_module_out_of_range_fails() -> None:
-    layout = ModuleLayout((2, 2), VIT_NAMING)
+    layout = ModuleLayout((2, 2), VIT.naming)
     with pytest.raises(LayoutError, match='module index 2 is out of range'):
         convert_state_dict({}, layout, layout, [2])
 
 
 def test_unknown_key_raises_key_error_naming_it() -> None:
-    layout = ModuleLayout((2, 2), VIT_NAMING)
+    layout = ModuleLayout((2, 2), VIT.naming)
     with pytest.raises(KeyError, match=r'backbone\.mystery\.weight'):
         layout.module_of('backbone.mystery.weight')
     state = {**synthetic_state_dict(layout), 'backbone.mystery.weight': torch.zeros(1)}

@@ -15,14 +15,14 @@ from hypothesis import strategies as st
 from mmengine.config import Config
 from mmpretrain.registry import MODELS
 
-from mmincubation.backbones import backbone_adapter
+from mmincubation.backbones import SWIN, VIT, spec_of
 from mmincubation.checkpoint import META_KEY, CheckpointError, save_atomic
 from mmincubation.datasets.fashion_mnist import DEBIAN_ROOT
 from mmincubation.engine.downstream import resolve_settings
 from mmincubation.engine.runner import IncubationRunner, build_layout, phase_recipe
 from mmincubation.engine.runner.fit_checks import build_on_meta, check_pretrained_backbone, full_model_shapes
 from mmincubation.engine.runner.records import load_records
-from mmincubation.layout import SWIN_NAMING, VIT_NAMING, LayoutError, ModuleLayout, convert_state_dict
+from mmincubation.layout import LayoutError, ModuleLayout, convert_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / 'configs' / 'incubate_demo_fashion_mnist_swin.py'
@@ -37,7 +37,7 @@ def staged_layouts(draw: st.DrawFn) -> ModuleLayout:
     total = sum(stages)
     cuts = sorted(draw(st.sets(st.integers(1, total - 1), max_size=min(4, total - 1)))) if total > 1 else []
     bounds = [0, *cuts, total]
-    return ModuleLayout(tuple(b - a for a, b in itertools.pairwise(bounds)), SWIN_NAMING, stages)
+    return ModuleLayout(tuple(b - a for a, b in itertools.pairwise(bounds)), SWIN.naming, stages)
 
 
 BLOCK_RESTS = ('norm1.weight', 'attn.w_msa.qkv.weight', 'attn.w_msa.relative_position_bias_table',
@@ -126,7 +126,7 @@ def test_modules_exported_from_their_hybrids_assemble_into_exactly_the_full_mode
 
 
 def test_swin_b_split_into_four_modules_of_six_blocks() -> None:
-    full = ModuleLayout.uniform(24, 4, SWIN_NAMING, (2, 2, 18, 2))
+    full = ModuleLayout.uniform(24, 4, SWIN.naming, (2, 2, 18, 2))
     assert full.segments() == ((2, 2, 2, 0), (0, 0, 6, 0), (0, 0, 6, 0), (0, 0, 4, 2))
     assert full.meta().stage_depths == (1, 1, 4, 1) and full.meta().depths == (3, 1, 1, 2)
     assert full.hybrid(1).stage_depths == (1, 1, 9, 1)
@@ -135,14 +135,14 @@ def test_swin_b_split_into_four_modules_of_six_blocks() -> None:
 
 
 def test_layouts_of_other_backbones_or_stages_do_not_mix() -> None:
-    swin = ModuleLayout((2, 2), SWIN_NAMING, (1, 3))
+    swin = ModuleLayout((2, 2), SWIN.naming, (1, 3))
     with pytest.raises(LayoutError, match='cannot map a swin layout onto a vit layout'):
-        convert_state_dict({}, swin, ModuleLayout((2, 2), VIT_NAMING))
+        convert_state_dict({}, swin, ModuleLayout((2, 2), VIT.naming))
     with pytest.raises(LayoutError, match=r'module 0 has 2 blocks \(per stage \[1, 1\]\) .* but 2 \(per stage '
                                           r'\[2, 0\]\)'):
-        convert_state_dict({}, swin, ModuleLayout((2, 2), SWIN_NAMING, (2, 2)), [0])
+        convert_state_dict({}, swin, ModuleLayout((2, 2), SWIN.naming, (2, 2)), [0])
     with pytest.raises(LayoutError, match=r'module depths \[2, 2\] add up to 4 blocks but the stage depths \[1, 2\]'):
-        ModuleLayout((2, 2), SWIN_NAMING, (1, 2))
+        ModuleLayout((2, 2), SWIN.naming, (1, 2))
     with pytest.raises(KeyError, match='neither a block .*nor between stages'):
         swin.module_of('backbone.layers.0.ln1.weight')
 
@@ -241,7 +241,7 @@ def test_a_swin_meta_model_of_another_layout_is_refused(tmp_path) -> None:
     cfg = demo_cfg()
     layout = build_layout(cfg)
     meta = MODELS.build(phase_recipe(cfg, 'meta').model)
-    other = ModuleLayout((3, 5), SWIN_NAMING, layout.stage_depths)
+    other = ModuleLayout((3, 5), SWIN.naming, layout.stage_depths)
     assert other.meta().stage_depths == layout.meta().stage_depths  # the same shapes: keys alone cannot tell
     save_atomic(dict(meta={META_KEY: dict(phase='meta', holds='meta', **other.tag())}, state_dict=meta.state_dict()),
                 tmp_path / 'meta.pth')
@@ -365,9 +365,9 @@ def test_vit_output_blocks_beyond_a_phase_networks_depth_are_named() -> None:
 
 
 def test_unsupported_backbones_are_named() -> None:
-    with pytest.raises(LayoutError, match=r"model.backbone.type='ResNet': Deep Incubation supports the backbones "
-                                          r"\['SwinTransformer', 'VisionTransformer'\]"):
-        backbone_adapter(dict(type='ResNet', depth=50))
+    with pytest.raises(LayoutError, match=r"model.backbone.type='ResNet' \(mmpretrain.models.backbones.resnet.ResNet\) "
+                                          r"has no backbone spec; Deep Incubation serves exactly \["):
+        spec_of(dict(type='ResNet', depth=50))
 
 
 # --- Downstream ---------------------------------------------------------------------------------------
@@ -397,3 +397,21 @@ def test_downstream_swin_b_configs_take_every_tensor_of_the_incubated_swin_b(con
     cfg.model.backbone.init_cfg.checkpoint = str(tmp_path / 'vit-b.pth')
     with pytest.raises(CheckpointError, match=r'vit-b\.pth \(keys backbone\.\*\) does not fit the model: missing keys'):
         check_pretrained_backbone(cfg)
+
+
+def test_a_subclass_is_not_served_by_its_parents_spec() -> None:
+    """Specs are looked up by exact class: a subclass may name or compute its blocks otherwise."""
+    from mmpretrain.models import VisionTransformer
+
+    from mmincubation.registry import MODELS as OURS
+
+    @OURS.register_module(name='_TestSubclassViT', force=True)
+    class _TestSubclassViT(VisionTransformer):
+        pass
+
+    assert spec_of(dict(type='mmpretrain.VisionTransformer')) is VIT
+    assert spec_of(dict(type='mmincubation.InflatingVisionTransformer')) is VIT
+    with pytest.raises(LayoutError, match=r"model.backbone.type='mmincubation._TestSubclassViT' \(.*_TestSubclassViT\) "
+                                          r"has no backbone spec.*A subclass is not served by its parent's spec: add "
+                                          r"its registry name to that spec's classes \(mmincubation/backbones/"):
+        spec_of(dict(type='mmincubation._TestSubclassViT'))

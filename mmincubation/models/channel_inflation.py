@@ -13,10 +13,11 @@ import torch
 from mmengine.logging import print_log
 from mmpretrain.models import VisionTransformer
 
+from ..backbones.vit import VIT
 from ..registry import MODELS
 
-#: The patch embedding's convolution weight in mmpretrain's ViT state dict, (embed_dims, C, p, p).
-PATCH_WEIGHT = 'patch_embed.projection.weight'
+#: The patch embedding's convolution weight in the ViT's state dict, (embed_dims, C, p, p).
+PATCH_WEIGHT = VIT.patch_weight
 
 
 def inflatable(have: int, want: int) -> bool:

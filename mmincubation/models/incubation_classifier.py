@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from mmpretrain.models import ImageClassifier
 
-from ..backbones import backbone_adapter
+from ..backbones import spec_of
 from ..checkpoint import CheckpointError, check_finite, incubation_meta, load_weights
 from ..layout import LayoutError, ModuleLayout, check_state_dict, convert_state_dict, grown_module, layout_from_tag
 from ..registry import MODELS
@@ -43,17 +43,17 @@ class IncubationClassifier(ImageClassifier):
                  module_init: str = 'scratch', **kwargs) -> None:
         if module_init not in self.MODULE_INITS:
             raise LayoutError(f'incubation.module_init must be one of {self.MODULE_INITS}, got {module_init!r}')
-        adapter = backbone_adapter(backbone)
-        full_layout = ModuleLayout(tuple(module_depths), adapter.naming, tuple(stage_depths))
+        spec = spec_of(backbone)
+        full_layout = ModuleLayout(tuple(module_depths), spec.naming, tuple(stage_depths))
         layout = full_layout.hybrid(target_module)
-        built = adapter.stage_depths(backbone)
+        built = spec.stage_depths(backbone)
         if built != layout.stage_depths:
             raise LayoutError(f'the backbone has stages of {list(built)} blocks but the hybrid for module '
                               f'{target_module} of layout {full_layout.depths} (stages '
                               f'{list(full_layout.stage_depths)}) needs {list(layout.stage_depths)}')
         super().__init__(backbone, *args, **kwargs)
         self.full_layout, self.layout = full_layout, layout
-        self.position_dependent = adapter.position_dependent
+        self.position_dependent = spec.position_dependent
         self.module_init = module_init
         self.target_module = target_module
         self.meta_checkpoint = meta_checkpoint

@@ -11,15 +11,9 @@ from pathlib import Path
 
 from mmengine.config import Config
 
+from ...backbones import loading_spec
 from ...checkpoint import CheckpointError, load_fitting
-from ...models.channel_inflation import PATCH_WEIGHT, InflatingVisionTransformer, inflatable
-
-#: Backbone tensors that the backbone itself resizes when loading (mmpretrain's VisionTransformer
-#: interpolates its position embedding to the configured input size).
-RESIZED_ON_LOAD = ('pos_embed', )
-#: Backbone tensors that a downstream backbone has and a classifier's does not: mmdet's and mmseg's Swin
-#: normalise the output of every stage (``norm0``-``norm3``), the classifier only the last one's.
-ADDED_ON_LOAD = ('norm0.', 'norm1.', 'norm2.')
+from ...models.channel_inflation import InflatingVisionTransformer, inflatable
 
 
 def build_on_meta(cfg: Config):
@@ -74,14 +68,18 @@ def check_pretrained_backbone(cfg: Config) -> None:
     model = build_on_meta(cfg)
     reference = {key[len('backbone.'):]: value for key, value in model.state_dict().items()
                  if key.startswith('backbone.')}
+    # what the backbone resizes, adds or inflates on load (its spec's; a backbone without a spec: nothing)
+    spec = loading_spec(type(model.backbone))
+    patch_weight = spec.patch_weight if spec else None
     checkpoint = load_fitting(init_cfg['checkpoint'], reference, holds='full', prefix=init_cfg.get('prefix', ''),
-                              resizable=RESIZED_ON_LOAD + (PATCH_WEIGHT, ), optional=ADDED_ON_LOAD)
-    weight = checkpoint['state_dict'].get(init_cfg.get('prefix', '') + PATCH_WEIGHT)
-    if weight is None or PATCH_WEIGHT not in reference:
+                              resizable=(spec.resized_on_load + ((patch_weight, ) if patch_weight else ())) if spec
+                              else (), optional=spec.added_on_load if spec else ())
+    weight = checkpoint['state_dict'].get(init_cfg.get('prefix', '') + str(patch_weight))
+    if weight is None or patch_weight not in reference:
         return
-    expected = tuple(reference[PATCH_WEIGHT].shape)
+    expected = tuple(reference[patch_weight].shape)
     if tuple(weight.shape[:1] + weight.shape[2:]) != expected[:1] + expected[2:]:  # only the channels may differ
-        raise CheckpointError(f'checkpoint {path}: the patch embedding ({PATCH_WEIGHT}) has shape '
+        raise CheckpointError(f'checkpoint {path}: the patch embedding ({patch_weight}) has shape '
                               f'{tuple(weight.shape)}, the backbone {expected}: another width or patch size '
                               '(model.backbone.patch_size)')
     have, want = weight.shape[1], expected[1]
@@ -90,5 +88,5 @@ def check_pretrained_backbone(cfg: Config) -> None:
     hint = ('only 1 <-> C channels can be inflated' if not inflatable(have, want) else
             "set model.backbone.type='mmincubation.InflatingVisionTransformer' to inflate it (averaged "
             f'over the channels) or in_channels={have}')
-    raise CheckpointError(f'checkpoint {path}: the patch embedding ({PATCH_WEIGHT}) takes {have} image channels, '
+    raise CheckpointError(f'checkpoint {path}: the patch embedding ({patch_weight}) takes {have} image channels, '
                           f'the backbone {want} (model.backbone.in_channels): {hint}')

@@ -12,7 +12,7 @@ The pipeline config is a normal mmpretrain classification config of the *full* m
         meta_from=dict(checkpoint='pretrained.pth', blocks=None, cost=None, warmup=None))  # optional, see below
 
 Each phase section is merged over the shared settings (``_delete_=True`` works as in ``_base_``
-inheritance); the backbone depths (through the backbone's adapter, :mod:`mmincubation.backbones`)
+inheritance); the backbone depths (through the backbone's spec, :mod:`mmincubation.backbones`)
 and the hybrid model are filled in here, so the user never writes them per phase. A recipe is
 what the phase trains: the runner alone adds the wiring of a run (work dir, hooks, resume, the
 checkpoints a phase reads), so tools that only build or evaluate a phase's model use the recipe as is.
@@ -38,7 +38,7 @@ import json
 
 from mmengine.config import Config, ConfigDict
 
-from ...backbones import backbone_adapter
+from ...backbones import spec_of
 from ...layout import LayoutError, ModuleLayout
 from ...phases import PHASES
 
@@ -83,19 +83,19 @@ def build_layout(cfg: Config) -> ModuleLayout:
     Raises:
         LayoutError: naming ``incubation.module_depths`` or ``num_modules`` when they do not fit the backbone.
     """
-    adapter = backbone_adapter(cfg.model.backbone)
-    stages = adapter.stage_depths(cfg.model.backbone)
+    spec = spec_of(cfg.model.backbone)
+    stages = spec.stage_depths(cfg.model.backbone)
     incubation = cfg.get('incubation') or {}
     if incubation.get('module_depths') is not None:
         depths = tuple(incubation['module_depths'])
         if sum(depths) != sum(stages):
             raise LayoutError(f'incubation.module_depths {list(depths)} add up to {sum(depths)} blocks '
                               f'but model.backbone has {sum(stages)}')
-        return ModuleLayout(depths, adapter.naming, stages)
+        return ModuleLayout(depths, spec.naming, stages)
     num_modules = incubation.get('num_modules', 4)
     if isinstance(num_modules, bool) or not isinstance(num_modules, int) or num_modules < 1:
         raise LayoutError(f'incubation.num_modules must be a positive whole number, got {num_modules!r}')
-    return ModuleLayout.uniform(sum(stages), num_modules, adapter.naming, stages)
+    return ModuleLayout.uniform(sum(stages), num_modules, spec.naming, stages)
 
 
 def phase_layout(layout: ModuleLayout, phase: str, module: int | None = None) -> ModuleLayout:
@@ -147,7 +147,7 @@ def phase_recipe(cfg: Config, phase: str, module: int | None = None) -> Config:
         recipe.meta_from = {key: value for key, value in incubation.meta_from.items() if key not in META_FROM_FILES}
 
     model = recipe.model
-    backbone_adapter(model.backbone).set_layout(model.backbone, phase_layout(layout, phase, module), layout)
+    spec_of(model.backbone).set_layout(model.backbone, phase_layout(layout, phase, module), layout)
     if phase == 'incubate':
         if model.type not in ('ImageClassifier', 'mmpretrain.ImageClassifier'):
             raise LayoutError(f'module incubation needs an ImageClassifier model, got model.type={model.type!r}')
