@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import copy
 import itertools
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from backbone_checks import grown_logits_equal_meta, run_tiny_pipeline, scored_in_fresh_process
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mmengine.config import Config
@@ -19,7 +17,7 @@ from mmincubation.backbones import SWIN, VIT, spec_of
 from mmincubation.checkpoint import META_KEY, CheckpointError, save_atomic
 from mmincubation.datasets.fashion_mnist import DEBIAN_ROOT
 from mmincubation.engine.downstream import resolve_settings
-from mmincubation.engine.runner import IncubationRunner, build_layout, phase_recipe
+from mmincubation.engine.runner import build_layout, phase_recipe
 from mmincubation.engine.runner.fit_checks import build_on_meta, check_pretrained_backbone, full_model_shapes
 from mmincubation.engine.runner.records import load_records
 from mmincubation.layout import LayoutError, ModuleLayout, convert_state_dict
@@ -191,35 +189,6 @@ def test_hybrid_blocks_keep_the_window_shift_of_the_block_they_stand_for() -> No
     assert 'stage_cfgs' not in phase_recipe(cfg, 'finetune').model.backbone
 
 
-def grown_logits_equal_meta(cfg: Config, tmp_path: Path, keep_shifts: bool = True) -> list[bool]:
-    """Per hybrid and for the assembly: do grown modules compute the meta model's logits (at step 0)?"""
-    torch.manual_seed(0)
-    meta = MODELS.build(phase_recipe(cfg, 'meta').model).eval()
-    meta.init_weights()
-    layout = build_layout(cfg)
-    path = tmp_path / 'meta.pth'
-    save_atomic(dict(meta={META_KEY: dict(phase='meta', holds='meta', **layout.tag())}, state_dict=meta.state_dict()),
-                path)
-    images = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        expected = meta(images, mode='tensor')
-    results, modules = [], {}
-    for target in range(layout.num_modules):
-        model_cfg = copy.deepcopy(phase_recipe(cfg, 'incubate', target).model)
-        if not keep_shifts:
-            model_cfg.backbone.pop('stage_cfgs')
-        hybrid = MODELS.build(dict(model_cfg, meta_checkpoint=str(path), module_init='meta')).eval()
-        hybrid.init_weights()
-        with torch.no_grad():
-            results.append(torch.allclose(hybrid(images, mode='tensor'), expected, atol=1e-5))
-        modules.update(hybrid.export_module())
-    full = MODELS.build(phase_recipe(cfg, 'finetune').model).eval()
-    full.load_state_dict(modules, strict=True)
-    with torch.no_grad():
-        results.append(torch.allclose(full(images, mode='tensor'), expected, atol=1e-5))
-    return results
-
-
 def test_grown_swin_modules_compute_the_meta_model_in_their_hybrids_and_assembled(tmp_path) -> None:
     cfg = demo_cfg()
     assert grown_logits_equal_meta(cfg, tmp_path) == [True, True, True]
@@ -267,26 +236,11 @@ def test_swin_b_pipelines_build_every_phase_at_full_size(config: str) -> None:
 # --- The whole pipeline on the CPU ----------------------------------------------------------------
 
 
-TINY = dict(train_dataloader=dict(batch_size=32, dataset=dict(indices=128)),
-            val_dataloader=dict(batch_size=128, dataset=dict(indices=128)),
-            default_hooks=dict(logger=dict(type='LoggerHook', interval=4)),
-            param_scheduler=[dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=4),
-                             dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=4)])
-
-
 @pytest.fixture(scope='module')
 def swin_pipeline(tmp_path_factory, data_root) -> tuple[Config, Path]:
-    cfg = demo_cfg()
-    cfg.merge_from_dict(TINY)
-    for loader in ('train_dataloader', 'val_dataloader'):
-        cfg[loader].dataset.data_root = data_root
-    cfg.test_dataloader = cfg.val_dataloader
-    for phase in ('meta', 'incubate', 'finetune', 'e2e'):
-        cfg.incubation[phase].train_cfg = dict(max_epochs=2)
-    cfg.incubation.finetune.param_scheduler = [dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=0)]
-    cfg.work_dir = str(tmp_path_factory.mktemp('swin'))
-    IncubationRunner(cfg, phases=('meta', 'incubate', 'assemble', 'finetune', 'e2e')).train()
-    return cfg, Path(cfg.work_dir)
+    work_dir = tmp_path_factory.mktemp('swin')
+    return run_tiny_pipeline(DEMO, data_root, work_dir, phases=('meta', 'incubate', 'assemble', 'finetune', 'e2e')), \
+        work_dir
 
 
 @needs_data
@@ -323,14 +277,8 @@ def test_swin_pipeline_learns_and_its_product_is_evaluated_in_a_fresh_process(sw
     assert records['meta', None]['num_blocks'] == 4 and records['incubate', 1]['num_blocks'] == 6
     top1 = records['finetune', None]['test_metrics']['accuracy/top1']
     assert top1 > 15  # 10 classes: chance is 10 %
-    config = tmp_path / 'swin.py'
-    cfg.dump(str(config))
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    result = subprocess.run([sys.executable, 'tools/test.py', str(config), str(work_dir / 'finetune/finetuned.pth'),
-                             '--work-dir', str(tmp_path / 'test')], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert f'accuracy/top1: {top1:.4f}' in result.stdout + result.stderr
+    output = scored_in_fresh_process(cfg, work_dir / 'finetune/finetuned.pth', tmp_path, ROOT)
+    assert f'accuracy/top1: {top1:.4f}' in output
 
 
 @needs_data
