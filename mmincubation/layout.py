@@ -7,8 +7,9 @@ of 12, its meta model ``(1, 1, 1, 1)`` and the hybrid that incubates module 1 ``
 A module may cross a stage boundary: the full model's blocks of module ``m`` in stage ``s`` form a
 *segment*; the meta model reduces every segment to one block and so keeps the stage structure
 (Swin-B, stages ``(2, 2, 18, 2)``, four modules of 6 blocks: meta stages ``(1, 1, 4, 1)``), the
-hybrid for module ``k`` reduces every segment but ``k``'s. A between-stage layer (Swin's patch
-merging) belongs to the module holding the last block of its stage.
+hybrid for module ``k`` reduces every segment but ``k``'s. A layer after a stage (Swin's patch
+merging) belongs to the module holding the last block of its stage, a layer before a stage (ConvNeXt's
+downsampling) to the module holding its first block.
 
 Initialising a hybrid from the meta model, exporting a trained module and assembling the full
 model are all the same operation: copying the parameters of some modules from one layout's key
@@ -51,7 +52,9 @@ class BlockNaming:
 
     ``block_key`` formats a block's key prefix from its ``{stage}`` (optional: one-stage backbones
     have none) and its ``{block}`` index inside the stage. ``between_key`` (optional) formats the
-    prefix of a between-stage layer from its ``{stage}``: it belongs with that stage's last block.
+    prefix of a layer after stage ``{stage}`` (Swin's patch merging): it belongs with that stage's last
+    block. ``before_key`` (optional) formats the prefix of a layer before stage ``{stage}`` (ConvNeXt's
+    downsampling, its stem before stage 0): it belongs with that stage's first block.
     Keys starting with a ``stem_prefixes`` entry belong to the first module (patch embedding, class
     token, position embedding), keys starting with a ``tail_prefixes`` entry to the last (final
     norm, neck, head). Any other key is an error, so no parameter is ever silently misassigned.
@@ -65,10 +68,12 @@ class BlockNaming:
     tail_prefixes: tuple[str, ...]
     between_key: str | None = None
     residual_outputs: tuple[str, ...] = ()
+    before_key: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, '_block', _key_pattern(self.block_key))
         object.__setattr__(self, '_between', _key_pattern(self.between_key) if self.between_key else None)
+        object.__setattr__(self, '_before', _key_pattern(self.before_key) if self.before_key else None)
 
     def split(self, key: str) -> BlockKey | None:
         """``(stage, index inside the stage, rest of the key)`` for a block key, else None."""
@@ -85,6 +90,11 @@ class BlockNaming:
         match = self._between.match(key) if self._between else None
         return int(match.group('stage')) if match else None
 
+    def before_stage(self, key: str) -> int | None:
+        """The stage a before-stage layer's key precedes, else None."""
+        match = self._before.match(key) if self._before else None
+        return int(match.group('stage')) if match else None
+
     def outer_part(self, key: str) -> str:
         """``STEM`` or ``TAIL`` for a key that is neither a block nor between stages."""
         if key.startswith(self.stem_prefixes):
@@ -92,6 +102,7 @@ class BlockNaming:
         if key.startswith(self.tail_prefixes):
             return TAIL
         between = f', nor between stages ({self.between_key}*)' if self.between_key else ''
+        between += f', nor before a stage ({self.before_key}*)' if self.before_key else ''
         raise KeyError(
             f'state-dict key {key!r} is neither a block ({self.block_key}*){between}, nor a stem '
             f'parameter {self.stem_prefixes}, nor a tail parameter {self.tail_prefixes}')
@@ -212,10 +223,13 @@ class ModuleLayout:
         """The module owning a state-dict key."""
         block = self.block_of(key)
         if block is None:
-            stage = self.naming.between_stage(key)
-            if stage is None:
+            after, before = self.naming.between_stage(key), self.naming.before_stage(key)
+            if after is not None:
+                block = self.global_block(after, 0) + self.stage_depths[after] - 1  # the stage's last block
+            elif before is not None:
+                block = self.global_block(before, 0)  # the stage's first block
+            else:
                 return 0 if self.naming.outer_part(key) == STEM else self.num_modules - 1
-            block = self.global_block(stage, 0) + self.stage_depths[stage] - 1  # the stage's last block
         return self.locate(block)[0]
 
     def origins(self, full: ModuleLayout) -> tuple[int, ...]:
@@ -282,7 +296,7 @@ def convert_state_dict(state_dict: Mapping[str, object],
     """Copy the parameters of ``modules`` from ``src``'s key space into ``dst``'s.
 
     Block ``i`` of module ``m`` keeps its place inside the module and moves to where module ``m``'s
-    ``i``-th block is in ``dst``; stem, tail and between-stage keys keep their names. Keys of other
+    ``i``-th block is in ``dst``; stem, tail, between- and before-stage keys keep their names. Keys of other
     modules are left out. Each copied module must have the same blocks per stage in both layouts.
     """
     _check_compatible(src, dst)

@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -72,7 +71,7 @@ from .convert_official import (
 )
 from .engine.runner.phase_config import build_layout, phase_recipe
 from .engine.runner.records import RECORD_FILE, read_record
-from .layout import LayoutError, check_state_dict
+from .layout import LayoutError, ModuleLayout, check_state_dict
 from .phases import PHASE_TABLE, Phase
 from .tags import Tag
 
@@ -307,28 +306,51 @@ def build_meta_model(cfg: Config) -> nn.Module:
     return model
 
 
-def _blocks_prefix(spec: BackboneSpec, cfg: Config) -> str:
-    """State-dict prefix of the meta model's block list (``'backbone.layers.'``) from the backbone's spec;
-    backbones built in stages are refused."""
-    if '{stage}' in spec.naming.block_key:
-        raise LayoutError(f'a pretrained meta model is made of one-stage backbones (a ViT family); the config\'s '
-                          f'model.backbone {cfg.model.backbone.type} is built in stages ({spec.naming.block_key}*)')
-    return spec.naming.block_key.split('{block}')[0]
+def _check_spec(spec: BackboneSpec, cfg: Config) -> None:
+    """Refuse backbones whose blocks depend on their place (Swin's window shifts): a pretrained block moved
+    to another place would compute something else."""
+    if spec.position_dependent:
+        raise LayoutError(f'a pretrained meta model is made of backbones whose blocks do not depend on their '
+                          f'place; the config\'s model.backbone {cfg.model.backbone.type} shifts its windows by '
+                          'the block\'s place in its stage')
 
 
-def _source_depth(source: PretrainedSource, prefix: str, backbone_type: str) -> int:
-    """Number of blocks ``prefix``N.* in ``source``, whose indices must be 0..N-1."""
-    pattern = re.compile(re.escape(prefix) + r'(\d+)\.')
-    indices = {int(match.group(1)) for match in map(pattern.match, source.state_dict) if match}
+def _source_stage_depths(source: PretrainedSource, spec: BackboneSpec, backbone_type: str,
+                         num_stages: int) -> tuple[int, ...]:
+    """Blocks of each stage of ``source`` in the spec's naming; each stage's indices must be 0..N-1.
+
+    Raises:
+        CheckpointError: no blocks of that naming, other stages than the config's, or gaps in the indices.
+    """
+    naming = spec.naming
+    indices: dict[int, set[int]] = {}
+    for key in source.state_dict:
+        split = naming.split(key)
+        if split is not None:
+            indices.setdefault(split.stage, set()).add(split.index)
     if not indices:
         found = sorted({'.'.join(key.split('.')[:2]) for key in source.state_dict if key.startswith(BACKBONE)})
+        blocks = naming.block_key.format(stage='S', block='N')
         raise CheckpointError(f'pretrained checkpoint {source.path} ({source.kind}) holds no {backbone_type} blocks '
-                              f'({prefix}N.*): its backbone has {found[:6] or "no keys"}; expected the config\'s '
+                              f'({blocks}*): its backbone has {found[:6] or "no keys"}; expected the config\'s '
                               'backbone kind')
-    if indices != set(range(len(indices))):
-        raise CheckpointError(f'pretrained checkpoint {source.path}: block indices {sorted(indices)} are not '
-                              f'0..{len(indices) - 1}')
-    return len(indices)
+    if sorted(indices) != list(range(num_stages)):
+        raise CheckpointError(f'pretrained checkpoint {source.path} has blocks in stages {sorted(indices)}, the '
+                              f'config\'s backbone {num_stages} stages')
+    for stage, found in sorted(indices.items()):
+        if found != set(range(len(found))):
+            where = f' of stage {stage}' if num_stages > 1 else ''
+            raise CheckpointError(f'pretrained checkpoint {source.path}: block indices{where} {sorted(found)} are '
+                                  f'not 0..{len(found) - 1}')
+    return tuple(len(indices[stage]) for stage in range(num_stages))
+
+
+def default_blocks(source_stages: Sequence[int], meta_stages: Sequence[int]) -> list[int]:
+    """Global indices of the source's blocks that become the meta model's: in each stage, as many as the meta
+    model has there, :func:`evenly_spaced` (a one-stage backbone: K blocks, first and last included)."""
+    starts = [sum(source_stages[:stage]) for stage in range(len(source_stages))]
+    return [start + b for start, depth, count in zip(starts, source_stages, meta_stages)
+            for b in evenly_spaced(depth, count)]
 
 
 def _check_patch_embed(source: PretrainedSource, reference: Mapping[str, torch.Tensor], spec: BackboneSpec) -> None:
@@ -397,7 +419,7 @@ def make_meta(source: str | os.PathLike, cfg: Config, blocks: Sequence[int] | No
     model = build_meta_model(cfg)
     reference = model.state_dict()
     spec = spec_of(cfg.model.backbone)
-    prefix = _blocks_prefix(spec, cfg)
+    _check_spec(spec, cfg)
     pretrained = read_pretrained(source, ema)
     if pretrained.ema:
         print_log(f'pretrained checkpoint {pretrained.path} holds {pretrained.ema}: ' + (
@@ -407,22 +429,35 @@ def make_meta(source: str | os.PathLike, cfg: Config, blocks: Sequence[int] | No
         print_log(f'pretrained checkpoint {pretrained.path}: {len(pretrained.unused)} foreign keys (neither backbone, '
                   f'neck or head weights nor EMA copies of them) left unused: {_shown(pretrained.unused)}',
                   logger='current', level=logging.WARNING)
-    depth = _source_depth(pretrained, prefix, cfg.model.backbone.type)
+    meta = layout.meta()
+    source_stages = _source_stage_depths(pretrained, spec, cfg.model.backbone.type, len(meta.stage_depths))
+    depth = sum(source_stages)
     _check_patch_embed(pretrained, reference, spec)
-    if depth < layout.num_modules and blocks is None:
-        raise LayoutError(f'pretrained checkpoint {pretrained.path} has {depth} blocks, fewer than the '
-                          f'{layout.num_modules} the meta model needs (one per module): use fewer modules')
-    blocks = check_blocks(evenly_spaced(depth, layout.num_modules) if blocks is None else blocks, depth,
-                          layout.num_modules, pretrained.path)
-
-    renamed = {f'{prefix}{b}.': f'{prefix}{k}.' for k, b in enumerate(blocks)}
+    if blocks is None:
+        short = [stage for stage, (have, need) in enumerate(zip(source_stages, meta.stage_depths)) if have < need]
+        if short and len(source_stages) == 1:
+            raise LayoutError(f'pretrained checkpoint {pretrained.path} has {depth} blocks, fewer than the '
+                              f'{layout.num_modules} the meta model needs (one per module): use fewer modules')
+        if short:
+            raise LayoutError(f'pretrained checkpoint {pretrained.path} has stages of {list(source_stages)} blocks, '
+                              f'fewer than the meta model needs (one per module in each stage: '
+                              f'{list(meta.stage_depths)}): use fewer modules')
+        blocks = default_blocks(source_stages, meta.stage_depths)
+    blocks = check_blocks(blocks, depth, meta.total_depth, pretrained.path)
+    source_layout = ModuleLayout((depth, ), spec.naming, source_stages)
+    chosen = [source_layout.stage_of(b) for b in blocks]
+    if len(meta.stage_depths) > 1 and [stage for stage, _ in chosen] != \
+            [meta.stage_of(k)[0] for k in range(meta.total_depth)]:
+        raise LayoutError(f'blocks {blocks} of pretrained checkpoint {pretrained.path} (stages {list(source_stages)}) '
+                          f'must give each stage as many blocks as the meta model has there: {list(meta.stage_depths)}')
+    renamed = {place: meta.stage_of(k) for k, place in enumerate(chosen)}
     state = {}
     for key, value in pretrained.state_dict.items():
-        match = re.match(re.escape(prefix) + r'\d+\.', key)
-        if match is None:
+        split = spec.naming.split(key)
+        if split is None:
             state[key] = value
-        elif match.group(0) in renamed:
-            state[renamed[match.group(0)] + key[match.end():]] = value
+        elif (split.stage, split.index) in renamed:
+            state[spec.naming.join(*renamed[split.stage, split.index], split.rest)] = value
     backbone = {key: value for key, value in state.items() if key.startswith(BACKBONE)}
     wanted = {key: value for key, value in reference.items() if key.startswith(BACKBONE)}
     resized = [key for key in (BACKBONE + name for name in spec.resized_on_load) if key in backbone and key in wanted]

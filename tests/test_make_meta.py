@@ -267,11 +267,11 @@ def test_a_source_that_does_not_fit_is_refused_in_one_line_and_nothing_is_writte
     assert list(meta_dir.iterdir()) == []  # no meta.pth, no temporary file left
 
 
-def test_a_config_whose_backbone_is_not_a_vit_is_refused(tmp_path, load):
+def test_a_config_whose_blocks_depend_on_their_place_is_refused(tmp_path, load):
     cfg = load(ROOT / 'configs' / 'incubate_demo_fashion_mnist_swin.py')
     source = write_e2e_product(tmp_path / 'small', source_model())
-    with pytest.raises(LayoutError, match='made of one-stage backbones .*; the config\'s model.backbone '
-                                          'SwinTransformer is built in stages'):
+    with pytest.raises(LayoutError, match='made of backbones whose blocks do not depend on their place; the '
+                                          'config\'s model.backbone SwinTransformer shifts its windows'):
         write_meta(source, cfg, tmp_path / 'meta.pth')
     assert not (tmp_path / 'meta.pth').exists()
 

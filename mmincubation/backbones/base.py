@@ -43,6 +43,8 @@ class BackboneSpec:
         downstream_classes: registry names of the detection / segmentation versions of the backbone
             (mmdet's, mmseg's) that load this backbone's products, and ``added_on_load``: the
             backbone-relative key prefixes they have and a classifier's does not.
+        zoo: the class attribute holding its named archs (mmpretrain's ``arch_zoo``; ConvNeXt's
+            ``arch_settings``).
     """
 
     #: Whether a block's settings depend on its place in the full model (then a meta model fits only the
@@ -51,7 +53,8 @@ class BackboneSpec:
 
     def __init__(self, naming: BlockNaming, classes: tuple[str, ...], arch_keys: tuple[str, ...], depth_key: str,
                  patch_weight: str | None = None, resized_on_load: tuple[str, ...] = (),
-                 downstream_classes: tuple[str, ...] = (), added_on_load: tuple[str, ...] = ()) -> None:
+                 downstream_classes: tuple[str, ...] = (), added_on_load: tuple[str, ...] = (),
+                 zoo: str = 'arch_zoo') -> None:
         self.naming = naming
         self.classes = classes
         self.arch_keys = arch_keys
@@ -60,6 +63,7 @@ class BackboneSpec:
         self.resized_on_load = resized_on_load
         self.downstream_classes = downstream_classes
         self.added_on_load = added_on_load
+        self.zoo = zoo
 
     @property
     def name(self) -> str:
@@ -70,14 +74,14 @@ class BackboneSpec:
         return f'{type(self).__name__}({self.name!r})'
 
     def resolve_arch(self, backbone: Mapping) -> dict:
-        """The backbone's ``arch`` as an explicit dict, named archs looked up in the class's ``arch_zoo``.
+        """The backbone's ``arch`` as an explicit dict, named archs looked up in the class's zoo (``arch_zoo``).
 
         Raises:
             LayoutError: naming ``model.backbone.arch`` when the name is unknown or a key is missing.
         """
         arch = backbone.get('arch', 'base')
         if isinstance(arch, str):
-            zoo = getattr(_backbone_class(backbone), 'arch_zoo', {})
+            zoo = getattr(_backbone_class(backbone), self.zoo, {})
             if arch.lower() not in zoo:
                 raise LayoutError(f'model.backbone.arch {arch!r} is not one of {backbone["type"]}\'s archs '
                                   f'{sorted(zoo)}')
