@@ -159,13 +159,14 @@ def count_fused_attention_flops() -> None:
 
 
 def allow_two_argument_adjust_bbox() -> None:
-    """Let ``matplotlib._tight_bbox.adjust_bbox(fig, bbox)`` be called without a renderer, as matplotlib<3.8 had it.
+    """Let ``matplotlib._tight_bbox.adjust_bbox(fig, bbox)`` be called without a renderer, as before matplotlib#29340.
 
     mmpretrain 1.2.0's ``tools/visualization/browse_dataset.py`` draws every mode but ``original`` through it
-    with two arguments; today's matplotlib wants ``renderer`` too, used only for axes locators (none in the
-    tool's plain subplots), so the tool failed with 'adjust_bbox() missing 1 required positional argument:
-    'renderer''. The tool binds the function by name on import, before its config's ``custom_imports`` bring us
-    in, so its defaults are extended instead of replacing it: a call that passes a renderer is unchanged.
+    with two arguments; matplotlib since December 2024 (matplotlib#29340) wants ``renderer`` too, used only for
+    axes locators (none in the tool's plain subplots), so the tool failed with 'adjust_bbox() missing 1 required
+    positional argument: 'renderer''. The tool binds the function by name on import, before its config's
+    ``custom_imports`` bring us in, so its defaults are extended instead of replacing it: a call that passes a
+    renderer is unchanged.
     """
     function = matplotlib._tight_bbox.adjust_bbox
     names = function.__code__.co_varnames[:function.__code__.co_argcount]
