@@ -6,6 +6,7 @@ Imported first by ``mmincubation/__init__.py``, so every entry point (tools, con
 """
 from __future__ import annotations
 
+import functools
 import math
 import os.path as osp
 
@@ -159,13 +160,14 @@ def count_fused_attention_flops() -> None:
 
 
 def allow_two_argument_adjust_bbox() -> None:
-    """Let ``matplotlib._tight_bbox.adjust_bbox(fig, bbox)`` be called without a renderer, as matplotlib<3.8 had it.
+    """Let ``matplotlib._tight_bbox.adjust_bbox(fig, bbox)`` be called without a renderer, as before matplotlib#29340.
 
     mmpretrain 1.2.0's ``tools/visualization/browse_dataset.py`` draws every mode but ``original`` through it
-    with two arguments; today's matplotlib wants ``renderer`` too, used only for axes locators (none in the
-    tool's plain subplots), so the tool failed with 'adjust_bbox() missing 1 required positional argument:
-    'renderer''. The tool binds the function by name on import, before its config's ``custom_imports`` bring us
-    in, so its defaults are extended instead of replacing it: a call that passes a renderer is unchanged.
+    with two arguments; matplotlib since December 2024 (matplotlib#29340) wants ``renderer`` too, used only for
+    axes locators (none in the tool's plain subplots), so the tool failed with 'adjust_bbox() missing 1 required
+    positional argument: 'renderer''. The tool binds the function by name on import, before its config's
+    ``custom_imports`` bring us in, so its defaults are extended instead of replacing it: a call that passes a
+    renderer is unchanged.
     """
     function = matplotlib._tight_bbox.adjust_bbox
     names = function.__code__.co_varnames[:function.__code__.co_argcount]
@@ -173,8 +175,52 @@ def allow_two_argument_adjust_bbox() -> None:
         function.__defaults__ = (None, ) * (len(names) - 2)
 
 
+#: The ``runner_type`` of our downstream configs (mmincubation.engine.downstream.RUNNER_TYPE, which a test compares:
+#: that module imports MMEngine's runner, too much to import here before anything else).
+DOWNSTREAM_RUNNER = 'mmincubation.DownstreamRunner'
+_STOCK_CONFIG_INIT = mmengine_config.Config.__init__
+_STOCK_MERGE_FROM_DICT = mmengine_config.Config.merge_from_dict
+
+
+def _fill_downstream_settings(cfg: mmengine_config.Config) -> None:
+    if cfg.get('runner_type') == DOWNSTREAM_RUNNER:
+        from .engine.downstream import fill_settings
+        fill_settings(cfg)
+
+
+@functools.wraps(_STOCK_CONFIG_INIT)
+def _config_init(self: mmengine_config.Config, *args, **kwargs) -> None:
+    _STOCK_CONFIG_INIT(self, *args, **kwargs)
+    _fill_downstream_settings(self)
+
+
+@functools.wraps(_STOCK_MERGE_FROM_DICT)
+def _merge_from_dict(self: mmengine_config.Config, options: dict, allow_list_keys: bool = True) -> None:
+    _STOCK_MERGE_FROM_DICT(self, options, allow_list_keys)
+    _fill_downstream_settings(self)
+
+
+def fill_downstream_settings_on_load() -> None:
+    """Fill in the settings of our downstream configs (``'${image_size}'`` placeholders) whenever MMEngine builds
+    their ``Config``, and again after each ``merge_from_dict``.
+
+    Our tools and :class:`~mmincubation.engine.downstream.DownstreamRunner` fill them in themselves; a stock
+    loader does not: mmdet's ``init_detector`` / ``DetInferencer`` and mmseg's ``init_model`` /
+    ``MMSegInferencer`` built the model from ``Config.fromfile`` with the placeholder strings in it ('mean should
+    have 1 or 3 values, but got 7 values' for ``mean='${mean}'``). ``Config.__init__`` is the hook rather than
+    ``fromfile`` because ``fromfile`` runs a config's ``custom_imports`` (which import mmincubation) before it
+    builds the ``Config``: a process that had not imported mmincubation before fills in the config too. Only
+    configs whose ``runner_type`` is :data:`DOWNSTREAM_RUNNER` are touched (the placeholders are theirs);
+    :func:`~mmincubation.engine.downstream.fill_settings` keeps each placeholder, so a setting merged later
+    (``--cfg-options``, ``init_detector(cfg_options=...)``) still reaches every field that names it.
+    """
+    mmengine_config.Config.__init__ = _config_init
+    mmengine_config.Config.merge_from_dict = _merge_from_dict
+
+
 check_torch_version()
 allow_mmengine_checkpoints()
 allow_mmincubation_config_bases()
+fill_downstream_settings_on_load()
 count_fused_attention_flops()
 allow_two_argument_adjust_bbox()

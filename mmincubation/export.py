@@ -26,19 +26,23 @@ and the pooled-feature norm. Swin's mirror the Swin converters of mmdet/mmseg
 
 What cannot be exported stops with one :class:`ExportError` line naming the config field: another backbone,
 neck or head class, another pooling (``out_type``), a final norm before averaged features, an absolute
-position embedding in Swin, or a Swin window layout that timm computes differently (see
-:func:`_swin_windows`). After the mapping, keys and shapes are compared with the timm model itself (built on
-the meta device), so a mapping that does not fit is never written.
+position embedding in Swin, or a Swin window layout that timm computes differently (mmpretrain pads a
+feature map to its window and then shifts it; timm shifts, then pads, and shrinks windows to small maps
+unless ``always_partition``: a shifted block agrees only where its map is a multiple of the window). After
+the mapping, keys and shapes are compared with the timm model itself (built on the meta device), so a
+mapping that does not fit is never written.
 """
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import torch
 from mmcv.cnn.bricks.transformer import FFN, AdaptivePadding, PatchEmbed, PatchMerging
@@ -126,22 +130,22 @@ class TimmSpec:
 
     def python(self, weights: str) -> str:
         """Python lines that build the timm model and load ``weights`` (a file :func:`export_timm_file` wrote)."""
-        args = ''.join(f', {key}={value!r}' for key, value in self.create_kwargs().items()
-                       if key not in ('norm_layer', 'pretrained_cfg_overlay'))
-        imports = ['import timm']
-        if self.norm_eps is not None:
-            imports.insert(0, 'import functools')
+        overlay = self.create_kwargs()['pretrained_cfg_overlay']
+        args = ''.join(f', {key}={value!r}' for key, value in self.kwargs.items())
+        args_tail = f', pretrained_cfg_overlay={overlay!r}'
+        safetensors = weights.endswith('.safetensors')
+        imports = ['import functools'] if self.norm_eps is not None else []
+        imports.append('import timm')
+        if self.norm_eps is not None or not safetensors:
             imports.append('import torch')
+        if self.norm_eps is not None:
             args += f', norm_layer=functools.partial(torch.nn.LayerNorm, eps={self.norm_eps!r})'
-        args += f', pretrained_cfg_overlay={self.create_kwargs()["pretrained_cfg_overlay"]!r}'
-        if weights.endswith('.safetensors'):
+        if safetensors:
             imports.append('from safetensors.torch import load_file')
-            load = f'load_file({weights!r})'
-        else:
-            imports += [] if 'import torch' in imports else ['import torch']
-            load = f'torch.load({weights!r}, weights_only=True)'
-        return '\n'.join(imports + [f'model = timm.create_model({self.model_name!r}, pretrained=False{args})',
-                                    f'model.load_state_dict({load}, strict=True)'])
+        load = f'load_file({weights!r})' if safetensors else f'torch.load({weights!r}, weights_only=True)'
+        return '\n'.join(imports + [
+            f'model = timm.create_model({self.model_name!r}, pretrained=False{args}{args_tail})',
+            f'model.load_state_dict({load}, strict=True)'])
 
 
 def _refuse(where: str, value: object, why: str) -> ExportError:
@@ -455,7 +459,7 @@ def _swin_state(state: Mapping[str, torch.Tensor], head_prefix: str, last: int) 
 
 def _check_relative_index(key: str, index: torch.Tensor) -> None:
     """Refuse a relative position index other than the one both libraries compute for its window."""
-    from timm.models.swin_transformer import get_relative_position_index
+    get_relative_position_index = _require('timm.models.swin_transformer').get_relative_position_index
     window = math.isqrt(index.shape[0])
     if index.shape != (window * window, window * window) or \
             not torch.equal(index.cpu().long(), get_relative_position_index(window, window)):
@@ -466,12 +470,12 @@ def _check_relative_index(key: str, index: torch.Tensor) -> None:
 # --- Both ------------------------------------------------------------------------------------------
 
 
-def _timm() -> object:
+def _require(name: str) -> ModuleType:
+    """Import ``name`` (timm, safetensors: needed only to export), or say how to install it."""
     try:
-        import timm
+        return importlib.import_module(name)
     except ImportError as error:
-        raise ExportError('exporting to timm needs timm: pip install timm') from error
-    return timm
+        raise ExportError(f'exporting needs {name}: pip install {name}') from error
 
 
 def _pretrained_cfg(kwargs: dict, data_preprocessor: Mapping | None, classes: Sequence[str] | None) -> dict:
@@ -521,7 +525,7 @@ def timm_export(model: nn.Module, data_preprocessor: Mapping | None = None,
                       'VisionTransformer (vit_*) and SwinTransformer (swin_*)')
     spec = TimmSpec(name, kwargs, None if math.isclose(eps, TIMM_EPS[name]) else eps,
                     _pretrained_cfg(kwargs, data_preprocessor, classes))
-    timm = _timm()
+    timm = _require('timm')
     if name == SWIN_ENTRY:
         mismatch = None
         for always_partition in (False, True):
@@ -561,10 +565,14 @@ def load_classifier(cfg: Config, checkpoint: str | os.PathLike) -> tuple[nn.Modu
     return model.eval(), loaded
 
 
+#: Metadata written here as JSON: the tag, the dataset's meta (class names), the timm spec of a timm export.
+JSON_METADATA = (META_KEY, 'dataset_meta', 'timm')
+
+
 def _metadata(meta: Mapping, source: str) -> dict[str, str]:
     """safetensors metadata (str -> str): the mmincubation tag and ``dataset_meta`` as JSON."""
     metadata = {'format': 'pt'}
-    for key in (META_KEY, 'dataset_meta'):
+    for key in JSON_METADATA[:2]:
         if meta.get(key) is not None:
             try:
                 metadata[key] = json.dumps(meta[key], sort_keys=True)
@@ -574,7 +582,7 @@ def _metadata(meta: Mapping, source: str) -> dict[str, str]:
 
 
 def _save_safetensors(state: Mapping[str, torch.Tensor], metadata: dict[str, str], out: Path) -> Path:
-    from safetensors.torch import save
+    save = _require('safetensors.torch').save
     tensors, storages = {}, set()
     for key, value in state.items():  # safetensors refuses tensors sharing memory: those are copied
         value = value.detach().cpu().contiguous()
@@ -631,18 +639,19 @@ def export_safetensors_file(checkpoint: str | os.PathLike, out: str | os.PathLik
 
 
 def read_safetensors(path: str | os.PathLike) -> dict:
-    """A safetensors file written here as ``{'state_dict': ..., 'meta': ...}`` (as :func:`load_weights` returns
-    a checkpoint): the tensors, and the JSON metadata decoded (the tag, ``dataset_meta``, a timm ``spec``)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
+    """A safetensors file as ``{'state_dict': ..., 'meta': ...}`` (as :func:`load_weights` returns a checkpoint):
+    the tensors, and the metadata, :data:`JSON_METADATA` decoded (other entries stay strings)."""
+    safetensors = _require('safetensors')
+    load_file = _require('safetensors.torch').load_file
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f'safetensors file {path} does not exist')
     try:
-        with safe_open(str(path), framework='pt') as f:
+        with safetensors.safe_open(str(path), framework='pt') as f:
             metadata = f.metadata() or {}
         state = load_file(str(path))
-    except (SafetensorError, OSError) as error:
+    except (safetensors.SafetensorError, OSError) as error:
         raise CheckpointError(f'cannot read safetensors file {path}: {error}') from error
-    meta = {key: json.loads(value) for key, value in metadata.items() if key != 'format'}
+    meta = {key: json.loads(value) if key in JSON_METADATA else value for key, value in metadata.items()
+            if key != 'format'}
     return dict(state_dict=state, meta=meta)

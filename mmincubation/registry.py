@@ -23,5 +23,6 @@ OPTIM_WRAPPER_CONSTRUCTORS = _child('OPTIM_WRAPPER_CONSTRUCTORS', 'mmincubation.
                                     'mmincubation.engine.layer_decay')
 DATASETS = _child('DATASETS', 'mmincubation.datasets', 'mmincubation.datasets.dmt_split')
 DATA_SAMPLERS = _child('DATA_SAMPLERS', 'mmincubation.datasets')
+TRANSFORMS = _child('TRANSFORMS', 'mmincubation.datasets.transforms')
 MODELS = _child('MODELS', 'mmincubation.models', 'mmincubation.models.necks')
 PARAM_SCHEDULERS = _child('PARAM_SCHEDULERS', 'mmincubation.engine.schedulers')

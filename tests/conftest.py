@@ -7,6 +7,8 @@ import os
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 import copy  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -105,6 +107,20 @@ def data_root(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp('fashion_mnist')
     extract_fashion_mnist(DEBIAN_ROOT, root)
     return str(root)
+
+
+@pytest.fixture(scope='session')
+def tiny_work_dir(tmp_path_factory, data_root) -> Path:
+    """The work dir of :data:`TINY_PIPELINE` (256 images, 1 epoch per phase, no drop path) run once per session by
+    ``tools/train.py`` in a fresh process: meta, 2 module incubations, assembly and fine-tune (no E2E), with the
+    phases' dumped configs (``meta/tiny.py``, ...); the pipeline config is ``tiny.py`` beside it. Read it, never
+    write into it: other tests share it."""
+    root = tmp_path_factory.mktemp('tiny_pipeline')
+    (root / 'tiny.py').write_text(tiny_pipeline(data_root, indices=256, epochs=1, drop_path=0.0))
+    result = subprocess.run([sys.executable, 'tools/train.py', str(root / 'tiny.py'), '--work-dir', str(root / 'work')],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:]
+    return root / 'work'
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,8 @@
 """The analysis tools on our configs: mmpretrain 1.2.0's own ``tools/visualization/browse_dataset.py`` (the copy the
 installed package ships in ``mmpretrain/.mim/tools``, run as a user runs it), and the fixes it needs (a
 visualizer without ``_scope_``, matplotlib's ``adjust_bbox`` called with two arguments); MMEngine's FLOP count
-of torch's fused attention."""
+of torch's fused attention; our get_flops.py (the grey demo's one channel) and phase_complexity.py (every
+phase's network, numbers that must agree with each other)."""
 from __future__ import annotations
 
 import copy
@@ -24,9 +25,14 @@ from mmpretrain.registry import DATASETS, MODELS, VISUALIZERS
 from mmpretrain.visualization import UniversalVisualizer
 from PIL import Image
 
+from mmincubation.complexity import input_shape, phase_complexity
+from mmincubation.engine.runner import build_layout
+from mmincubation.phases import all_phases
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / 'configs'
 DEMO = CONFIGS / 'incubate_demo_fashion_mnist.py'
+SWIN_DEMO = CONFIGS / 'incubate_demo_fashion_mnist_swin.py'
 #: mmpretrain's tools as its package ships them (the files of its repository at v1.2.0).
 STOCK_TOOLS = Path(get_installed_path('mmpretrain'), '.mim', 'tools')
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONWARNINGS': 'ignore'}
@@ -151,3 +157,74 @@ def test_fused_attention_is_counted_as_its_written_out_form(one_thread):
             module.scaled_dot_product_attention = scaled_dot_product_attention_pyimpl
     written_out = get_model_complexity_info(model, inputs=inputs, show_table=False, show_arch=False)['flops']
     assert fused == written_out == demo_vit_flops() == 22_543_616
+
+
+def test_input_shape_is_read_from_the_backbone(load):
+    demo, vit_b = load(DEMO), load(CONFIGS / 'incubate_vit_b.py')
+    assert input_shape(demo) == (1, 28, 28) and input_shape(load(SWIN_DEMO)) == (1, 28, 28)
+    assert input_shape(vit_b) == (3, 224, 224)
+    assert input_shape(demo, (56, )) == (1, 56, 56) and input_shape(demo, (28, 42)) == (1, 28, 42)
+    del demo.model.backbone['img_size'], demo.model.backbone['in_channels']
+    assert input_shape(demo) == (3, 224, 224)  # what mmpretrain's VisionTransformer defaults to
+    for bad in ((), (0, ), (28, 28, 28)):
+        with pytest.raises(ValueError, match='one or two positive whole numbers'):
+            input_shape(vit_b, bad)
+
+
+@pytest.mark.parametrize('config', [DEMO, SWIN_DEMO], ids=['vit', 'swin'])
+def test_phase_networks_add_up(load, one_thread, config):
+    """Every phase's network as the pipeline builds it: the numbers must agree with each other and with the
+    layout: a hybrid is its real module among the meta model's others, and trains that module only."""
+    cfg = load(config)
+    rows = phase_complexity(cfg)
+    assert [row.phase for row in rows] == all_phases(build_layout(cfg).num_modules)
+    meta, *hybrids = [row for row in rows if row.phase.name in ('meta', 'incubate')]
+    full = {row.phase.name: row for row in rows if row.network == 'full model'}
+    assert sorted(full) == ['assemble', 'e2e', 'finetune'] and meta.network == 'meta model'
+    assert len({(row.cost.params, row.cost.flops) for row in full.values()}) == 1  # the same full model
+    whole = full['finetune'].cost
+    assert whole.params == sum(whole.module_params)  # every parameter belongs to a module
+    assert meta.cost.trainable == meta.cost.params and whole.trainable == whole.params
+    for k, hybrid in enumerate(hybrids):
+        assert hybrid.network == 'hybrid' and hybrid.phase.module == k
+        assert meta.cost.params < hybrid.cost.params < whole.params
+        assert hybrid.cost.trainable == hybrid.cost.module_params[k] == whole.module_params[k]
+        assert hybrid.cost.params == whole.module_params[k] + sum(
+            meta.cost.module_params[j] for j in range(len(hybrids)) if j != k)
+        assert 0 < meta.cost.flops < hybrid.cost.flops < whole.flops
+    # blocks add their FLOPs: the full model's blocks beyond the meta model's are the hybrids' beyond it
+    assert whole.flops - meta.cost.flops == sum(hybrid.cost.flops - meta.cost.flops for hybrid in hybrids)
+    if config == DEMO:  # 8 equal blocks, 2 per module: each hybrid is the meta model and one block more
+        assert whole.flops == demo_vit_flops()
+        assert {hybrid.cost.flops - meta.cost.flops for hybrid in hybrids} == {
+            (demo_vit_flops(blocks=8) - demo_vit_flops(blocks=4)) // 4}
+
+
+def test_phase_complexity_command_prints_the_table():
+    run = subprocess.run([sys.executable, str(ROOT / 'tools' / 'analysis_tools' / 'phase_complexity.py'), str(DEMO)],
+                         capture_output=True, text=True, timeout=300, env=ENV, cwd=ROOT)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith('input 1x28x28, one image') and lines[1].split() == [
+        'phase', 'network', 'modules', 'blocks', 'params', 'trainable', 'FLOPs', 'of', 'full']
+    rows = {line[:20].strip(): line[20:].split() for line in lines[2:-1]}
+    assert list(rows) == [str(phase) for phase in all_phases(4)]
+    assert rows['meta'] == ['meta', 'model', '1+1+1+1', '4', '0.205M', '0.205M', '11.305M', '0.501']
+    assert rows['incubate module 1'] == ['hybrid', '1+2+1+1', '5', '0.255M', '99.968K', '14.115M', '0.626']
+    assert rows['assemble'] == ['full', 'model', '2+2+2+2', '8', '0.405M', '-', '22.544M', '1.000']
+    assert lines[-1] == ('parameters of each module in the full model: 0: 0.104M, 1: 99.968K, 2: 99.968K, '
+                         '3: 0.101M; together 0.405M of 0.405M')
+    assert 'WARNING' not in run.stdout + run.stderr  # MMEngine's warnings of each count stay out of the table
+
+
+def test_get_flops_counts_the_grey_demo(capsys):
+    """Ours feeds the one channel the demo's ViT takes (mmpretrain's get_flops.py feeds three and fails)."""
+    from tools.analysis_tools.get_flops import main
+
+    main([str(DEMO)])
+    out = capsys.readouterr().out
+    assert '| model ' in out and 'backbone.layers.7' in out  # MMEngine's table, layer by layer
+    assert out.rstrip().splitlines()[-4:] == ['input shape: (1, 28, 28)', f'FLOPs: 22.544M ({demo_vit_flops()} '
+                                              'multiply-adds)', 'params: 0.405M (405002)', 'activations: 0.234M']
+    with pytest.raises(SystemExit, match='config missing.py does not exist'):
+        main(['missing.py'])

@@ -13,14 +13,16 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from conftest import tiny_pipeline
 from mmengine.config import Config
-from mmpretrain.registry import MODELS
+from mmpretrain.registry import DATASETS, MODELS
 from safetensors.torch import load_file
 from torch import nn
 
 import mmincubation  # noqa: F401  (registers mmincubation.*)
 from mmincubation.checkpoint import CheckpointError
-from mmincubation.engine.runner import build_layout, phase_recipe
+from mmincubation.datasets.fashion_mnist import DEBIAN_ROOT
+from mmincubation.engine.runner import IncubationRunner, build_layout, phase_recipe
 from mmincubation.export import (
     ExportError,
     TimmSpec,
@@ -36,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / 'configs' / 'incubate_demo_fashion_mnist.py'
 DEMO_SWIN = ROOT / 'configs' / 'incubate_demo_fashion_mnist_swin.py'
 CLASSES = [f'class {i}' for i in range(10)]
+needs_data = pytest.mark.skipif(not Path(DEBIAN_ROOT).is_dir(), reason=f'{DEBIAN_ROOT} not installed')
 
 pytestmark = pytest.mark.usefixtures('one_thread')
 
@@ -226,27 +229,72 @@ def test_an_existing_output_is_refused_unless_forced(product, tmp_path):
         export_timm_file(Config.fromfile(str(DEMO)), path, path, force=True)
 
 
-def run_tool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+def test_bad_file_names_and_files_are_refused_in_one_line(product, tmp_path):
+    path, _ = product
+    with pytest.raises(CheckpointError, match=r'demo\.pt: expected a file name ending in \.pth or \.safetensors'):
+        export_timm_file(Config.fromfile(str(DEMO)), path, tmp_path / 'demo.pt')
+    broken = tmp_path / 'broken.safetensors'
+    broken.write_bytes(b'not a safetensors file')
+    with pytest.raises(CheckpointError, match=f'cannot read safetensors file {broken}'):
+        read_safetensors(broken)
+
+
+def run_tools(*commands: list[str]) -> list[subprocess.CompletedProcess]:
+    """Each ``python ARGS`` in a fresh process, all at once (each spends seconds importing the stack)."""
+    running = [(args, subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True)) for args in commands]
+    finished = []
+    for args, process in running:
+        stdout, stderr = process.communicate(timeout=300)
+        finished.append(subprocess.CompletedProcess(args, process.returncode, stdout, stderr))
+    return finished
 
 
 def test_the_tools_export_a_product(product, tmp_path):
     path, model = product
-    out = tmp_path / 'timm' / 'vit_demo.safetensors'
-    result = run_tool('tools/model_converters/mmincubation_to_timm.py', str(DEMO), str(path), str(out))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "model = timm.create_model('vit_base_patch16_224', pretrained=False, img_size=28" in result.stdout
+    out, plain = tmp_path / 'timm' / 'vit_demo.safetensors', tmp_path / 'demo.safetensors'
+    to_timm_run, plain_run = run_tools(['tools/model_converters/mmincubation_to_timm.py', str(DEMO), str(path),
+                                        str(out)],
+                                       ['tools/model_converters/to_safetensors.py', str(path), str(plain)])
+    assert to_timm_run.returncode == 0, to_timm_run.stderr[-3000:]
+    assert "model = timm.create_model('vit_base_patch16_224', pretrained=False, img_size=28" in to_timm_run.stdout
     spec = TimmSpec.from_json(json.loads(Path(f'{out}.json').read_text()))
     theirs = timm_model(spec, load_file(out))
     assert_same_logits(model, theirs, 28)
     metadata = read_safetensors(out)['meta']
     assert metadata['dataset_meta'] == dict(classes=CLASSES) and metadata['timm'] == spec.to_json()
     assert metadata[META_KEY]['phase'] == 'finetune'
-
     with pytest.raises(SystemExit, match=f'^error: output {out} already exists; nothing written'):
         to_timm([str(DEMO), str(path), str(out)])  # in this process: the tool refuses in one line
 
-    plain = tmp_path / 'demo.safetensors'
-    result = run_tool('tools/model_converters/to_safetensors.py', str(path), str(plain))
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert plain_run.returncode == 0, plain_run.stderr[-3000:]
     assert read_safetensors(plain)['state_dict'].keys() == model.state_dict().keys()
+
+@needs_data
+def test_a_real_product_gives_timm_logits_through_timms_data_config(tmp_path, data_root):
+    """The tiny pipeline's assembled product, exported, classifies real test images as mmpretrain does, with the
+    input normalised as timm's data config says (0-1 pixels) rather than by mmpretrain's preprocessor."""
+    config = tmp_path / 'tiny.py'
+    config.write_text(tiny_pipeline(data_root, indices=256, epochs=1, drop_path=0.0))
+    cfg = Config.fromfile(str(config))
+    cfg.work_dir = str(tmp_path / 'work')
+    IncubationRunner(cfg, phases=('meta', 'incubate', 'assemble')).train()
+    product = tmp_path / 'work' / 'assembled.pth'
+    out, _, spec = export_timm_file(cfg, product, tmp_path / 'assembled.safetensors')
+    theirs = timm_model(spec, load_file(out))
+    data = timm.data.resolve_data_config(model=theirs)
+    assert theirs.pretrained_cfg['label_names'][0] == 'T-shirt/top'
+
+    recipe = phase_recipe(cfg, 'finetune')
+    ours = MODELS.build(dict(recipe.model, data_preprocessor=dict(type='ClsDataPreprocessor',
+                                                                  **recipe.data_preprocessor))).eval()
+    ours.load_state_dict(torch.load(product, weights_only=True)['state_dict'], strict=True)
+    test = DATASETS.build(recipe.test_dataloader.dataset)
+    pixels = torch.stack([test[i]['inputs'] for i in range(len(test))]).float()  # (N, 1, 28, 28), 0-255
+    normalised = (pixels / 255 - torch.tensor(data['mean']).view(1, -1, 1, 1)) / torch.tensor(data['std']).view(
+        1, -1, 1, 1)
+    with torch.no_grad():
+        expected = ours(ours.data_preprocessor(dict(inputs=list(pixels)))['inputs'], mode='tensor')
+        actual = theirs(normalised)
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
+    assert torch.equal(actual.argmax(1), expected.argmax(1))

@@ -137,8 +137,9 @@ def test_wheel_installed_elsewhere_trains_a_user_config_from_any_folder(data_roo
     (wheel, ) = wheels.glob('mmincubation-*.whl')
     names = set(zipfile.ZipFile(wheel).namelist())
     for shipped in ('configs/incubate_demo_fashion_mnist.py', 'configs/_base_/incubation_runner.py',
-                    'configs/metafile.yml', 'configs/downstream/mask-rcnn_vit-b-incubated_simplefpn_1x_coco.py',
-                    'tools/train.py', 'tools/analysis_tools/summarize_incubation.py', 'model-index.yml'):
+                    'configs/metafiles/vit_in1k.yml',
+                    'configs/downstream/mask-rcnn_vit-b-incubated_simplefpn_1x_coco.py', 'tools/train.py',
+                    'tools/analysis_tools/summarize_incubation.py', 'model-index.yml'):
         assert f'mmincubation/.mim/{shipped}' in names, shipped
     assert not [name for name in names if '__pycache__' in name or name.endswith('.pyc')]
 
@@ -207,13 +208,13 @@ def _write(path: Path, text: str) -> Path:
 
 
 def test_model_index_names_every_config_family():
-    """model-index.yml imports the metafile; it names every pipeline, baseline and downstream config there is."""
+    """model-index.yml imports the metafiles; they name every pipeline, baseline and downstream config there is."""
     index = yaml.safe_load((ROOT / 'model-index.yml').read_text())
-    assert index['Import'] == ['configs/metafile.yml']
-    metafile = yaml.safe_load((ROOT / 'configs' / 'metafile.yml').read_text())
-    collections = {collection['Name'] for collection in metafile['Collections']}
-    listed = {model['Config'] for model in metafile['Models']}
-    assert {model['In Collection'] for model in metafile['Models']} == collections
+    metafiles = [yaml.safe_load((ROOT / path).read_text()) for path in index['Import']]
+    collections = {collection['Name'] for metafile in metafiles for collection in metafile['Collections']}
+    models = [model for metafile in metafiles for model in metafile['Models']]
+    listed = {model['Config'] for model in models}
+    assert {model['In Collection'] for model in models} == collections
     for config in listed:
         assert (ROOT / config).is_file(), config
     configs = ROOT / 'configs'

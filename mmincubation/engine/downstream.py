@@ -17,10 +17,16 @@ value and what it needs, not deep in mmdet / torch; ``data_root`` is a folder: a
 added. :class:`DownstreamRunner` also checks that the ``classes`` of COCO-style data sets are the categories of
 their annotation files (:func:`check_classes_match_annotations`).
 
-:class:`DownstreamRunner` (the configs' ``runner_type``) resolves them before anything is built, so stock
-mmdet / mmseg ``tools/train.py`` and ``tools/test.py`` (which build a config's ``runner_type``) and ours
-train exactly what the final config says. Code that builds from such a config itself calls
-:func:`resolve_settings` first.
+They are filled in when MMEngine builds the ``Config`` of a config that names :data:`RUNNER_TYPE` (its
+``runner_type``; mmincubation/compat.py): ``Config.fromfile`` returns the final config's values, so the stock
+inference APIs (mmdet's ``init_detector`` / ``DetInferencer``, mmseg's ``init_model`` / ``MMSegInferencer``),
+``print_config`` and anything else that reads the file see real numbers (:func:`fill_settings`). The config keeps
+each filled field's placeholder under :data:`FILLED`, so a setting changed afterwards still reaches its fields:
+``merge_from_dict`` (``--cfg-options``, ``init_detector(cfg_options=...)``) fills them in again, and
+:func:`resolve_settings` does for a setting assigned in Python (``cfg.image_size = 128``). A field set directly
+keeps its value. :class:`DownstreamRunner` (the configs' ``runner_type``) calls :func:`resolve_settings` before
+anything is built, so stock mmdet / mmseg ``tools/train.py`` and ``tools/test.py`` (which build a config's
+``runner_type``) and ours train exactly what the final config says.
 """
 from __future__ import annotations
 
@@ -40,6 +46,13 @@ from mmengine.runner import Runner
 from ..registry import RUNNERS
 from .runner.fit_checks import check_pretrained_backbone
 
+#: The ``runner_type`` of the configs whose placeholders these are: a config that names it is filled in when MMEngine
+#: builds its ``Config`` (:func:`fill_settings`, mmincubation/compat.py).
+RUNNER_TYPE = 'mmincubation.DownstreamRunner'
+#: The top-level key under which a config filled in on loading keeps its placeholders (:func:`fill_settings`).
+FILLED = 'filled_placeholders'
+#: Where a field is: its keys and list indices from the top of the config.
+FieldPath = tuple[str | int, ...]
 #: ``${name}``, ``${a.b}`` or ``${len(name)}``
 PLACEHOLDER = re.compile(r'\$\{(?:len\((?P<len>[A-Za-z_][\w.]*)\)|(?P<name>[A-Za-z_][\w.]*))\}')
 
@@ -137,13 +150,17 @@ def resolve_settings(cfg: Config) -> Config:
     Settings may themselves hold placeholders (``metainfo = dict(classes='${classes}')``); they are
     resolved first. A setting of :data:`SETTINGS` that a placeholder names is checked (:func:`check_setting`),
     and the config's top-level value becomes the normalized one. Configs without placeholders are returned
-    unchanged.
+    unchanged. A config filled in when it was built (:func:`fill_settings`) first gets back the placeholders of
+    the fields that still hold the values filled in then, so that settings assigned since reach them, and loses
+    its :data:`FILLED` record: its values are final.
 
     Raises:
         SettingError: naming the field (``model.backbone.img_size``) and the missing setting, the cycle, or a
             ``len`` of something that is not a tuple or list (``classes = ('Tree')`` without its comma); or
             naming a setting whose value is of the wrong type or range, and what it needs.
     """
+    _restore_placeholders(cfg)
+
     def lookup(name: str, field: str, seen: tuple[str, ...]) -> object:
         if name in seen:
             raise SettingError(f'{field}: settings refer to each other in a cycle: {" -> ".join(seen + (name, ))}')
@@ -189,6 +206,80 @@ def resolve_settings(cfg: Config) -> Config:
     for key, value in checked.items():
         cfg[key] = copy.deepcopy(value)
     return cfg
+
+
+def fill_settings(cfg: Config) -> Config:
+    """Fill in the placeholders of ``cfg`` as :func:`resolve_settings` does, in place, and keep them under
+    :data:`FILLED`: one ``dict(field=[key, ..., index], placeholder='${...}', value=...)`` per field filled in.
+
+    Called when MMEngine builds the ``Config`` of a config that names :data:`RUNNER_TYPE` and after its
+    ``merge_from_dict`` (mmincubation/compat.py), so that every reader of the file gets the final values and a
+    setting merged later still reaches its fields (a field set directly keeps its own value). A config without
+    placeholders is returned unchanged.
+
+    Raises:
+        SettingError: as :func:`resolve_settings`.
+    """
+    _restore_placeholders(cfg)
+    fields = [field for key in cfg.keys() for field in _placeholder_fields(cfg[key], (key, ))]
+    if fields:
+        resolve_settings(cfg)
+        cfg[FILLED] = [dict(field=list(path), placeholder=text, value=copy.deepcopy(_field(cfg, path)))
+                       for path, text in fields]
+    return cfg
+
+
+def _placeholder_fields(value: object, path: FieldPath = ()) -> Iterator[tuple[FieldPath, str]]:
+    """``(path, string)`` of every string of ``value`` holding a placeholder (keys and indices from the top)."""
+    if isinstance(value, str):
+        if PLACEHOLDER.search(value):
+            yield path, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _placeholder_fields(item, (*path, key))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _placeholder_fields(item, (*path, index))
+
+
+def _field(cfg: Config, path: FieldPath) -> object:
+    """The value at ``path`` (``KeyError`` / ``IndexError`` / ``TypeError`` when the config has none there)."""
+    value: object = cfg
+    for part in path:
+        value = value[part]  # type: ignore[index]
+    return value
+
+
+def _replaced(container: object, path: FieldPath, value: object) -> object:
+    """``container`` with ``value`` at ``path``: dicts and lists changed in place, tuples rebuilt."""
+    if not path:
+        return value
+    head, rest = path[0], path[1:]
+    if isinstance(container, tuple):
+        return (*container[:head], _replaced(container[head], rest, value), *container[head + 1:])
+    container[head] = _replaced(container[head], rest, value)  # type: ignore[index]
+    return container
+
+
+def _plain(value: object) -> object:
+    """``value`` with every mapping a dict and every tuple a list, for comparing what a merge may have rebuilt."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _restore_placeholders(cfg: Config) -> None:
+    """Pop :data:`FILLED` and put each placeholder back where its field still holds the value filled in."""
+    for record in cfg.pop(FILLED, None) or ():
+        path = tuple(record['field'])
+        try:
+            unchanged = _plain(_field(cfg, path)) == _plain(record['value'])
+        except (KeyError, IndexError, TypeError):  # the field is gone (a merge replaced what held it)
+            continue
+        if unchanged:
+            cfg[path[0]] = _replaced(cfg[path[0]], path[1:], record['placeholder'])
 
 
 def coco_category_names(path: str | Path) -> list[str] | None:
