@@ -58,8 +58,10 @@ class BlockNaming:
     Keys starting with a ``stem_prefixes`` entry belong to the first module (patch embedding, class
     token, position embedding), keys starting with a ``tail_prefixes`` entry to the last (final
     norm, neck, head). Any other key is an error, so no parameter is ever silently misassigned.
-    ``residual_outputs`` are the block-relative key prefixes of the last layer of each residual
-    branch: zeroing them turns a pre-norm block into the identity.
+    ``residual_outputs`` name the last layer of each residual branch, one entry per branch: a
+    block-relative key prefix, or a tuple of alternatives when the branch may end in one of several
+    layers (a ViT's FFN ends in ``ffn.layers.1`` or, SwiGLU, ``ffn.w3``). Zeroing them turns a pre-norm
+    block into the identity.
     """
 
     name: str
@@ -67,7 +69,7 @@ class BlockNaming:
     stem_prefixes: tuple[str, ...]
     tail_prefixes: tuple[str, ...]
     between_key: str | None = None
-    residual_outputs: tuple[str, ...] = ()
+    residual_outputs: tuple[str | tuple[str, ...], ...] = ()
     before_key: str | None = None
 
     def __post_init__(self) -> None:
@@ -322,13 +324,15 @@ def _per_stage(layout: ModuleLayout, module: int) -> str:
     return '' if len(layout.stage_depths) == 1 else f' (per stage {list(layout.segments()[module])})'
 
 
-def grown_module(meta_state: Mapping[str, object], full: ModuleLayout, module: int) -> tuple[dict, list[str]]:
+def grown_module(meta_state: Mapping[str, object], full: ModuleLayout,
+                 module: int) -> tuple[dict, list[tuple[str, ...]]]:
     """Module ``module`` grown from the meta model, keyed as in its hybrid (ours, beyond the paper).
 
     The first block of each of the module's segments is the meta model's block of that segment;
-    stem, tail and between-stage layers are the meta model's. Returns those tensors and the key
-    prefixes of the module's other blocks' residual outputs (``naming.residual_outputs``), which the
-    caller zeroes so that each of those blocks is the identity.
+    stem, tail and between-stage layers are the meta model's. Returns those tensors and, for each
+    residual branch of the module's other blocks, the key prefixes its last layer may have
+    (``naming.residual_outputs``): the caller zeroes the keys under them so that each of those blocks is
+    the identity, and must find at least one key per branch.
     """
     meta, hybrid = full.meta(), full.hybrid(module)
     meta_origins, hybrid_origins = meta.origins(full), hybrid.origins(full)
@@ -341,8 +345,10 @@ def grown_module(meta_state: Mapping[str, object], full: ModuleLayout, module: i
             hybrid_block = hybrid_origins.index(meta_origins[block])
             key = hybrid.naming.join(*hybrid.stage_of(hybrid_block), meta.naming.split(key).rest)
         grown[key] = value
-    identities = [hybrid.naming.join(*hybrid.stage_of(block), rest) for block in hybrid.blocks_of(module)
-                  if hybrid_origins[block] not in meta_origins for rest in hybrid.naming.residual_outputs]
+    identities = [tuple(hybrid.naming.join(*hybrid.stage_of(block), rest)
+                        for rest in ((branch, ) if isinstance(branch, str) else branch))
+                  for block in hybrid.blocks_of(module) if hybrid_origins[block] not in meta_origins
+                  for branch in hybrid.naming.residual_outputs]
     return grown, identities
 
 

@@ -15,7 +15,7 @@ from mmincubation.checkpoint import META_KEY, save_atomic
 from mmincubation.datasets.fashion_mnist import DEBIAN_ROOT
 from mmincubation.engine.runner import build_layout, phase_recipe
 from mmincubation.engine.runner.records import load_records
-from mmincubation.layout import BlockNaming
+from mmincubation.layout import BlockNaming, LayoutError
 from mmincubation.make_meta import make_meta
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,13 +46,14 @@ def test_eva02_has_its_own_spec_not_the_vits() -> None:
 def test_grown_eva02_modules_compute_the_meta_model_in_their_hybrids_and_assembled(tmp_path, monkeypatch) -> None:
     cfg = demo_cfg()
     assert grown_logits_equal_meta(cfg, tmp_path) == [True] * 5
-    # The check can fail: the ViT's residual outputs (ffn.layers.1) are not EVA-02's (mlp.w3), so zeroing them
-    # leaves every extra block of a grown module a real block, not the identity.
-    vit_like = BlockNaming(name=EVA02.naming.name, block_key=EVA02.naming.block_key,
-                           stem_prefixes=EVA02.naming.stem_prefixes, tail_prefixes=EVA02.naming.tail_prefixes,
-                           residual_outputs=VIT.naming.residual_outputs)
-    monkeypatch.setattr(EVA02, 'naming', vit_like)
-    assert grown_logits_equal_meta(cfg, tmp_path) != [True] * 5
+    # With the ViT's residual outputs (ffn.layers.1 / ffn.w3, not EVA-02's mlp.w3) its new blocks could not be
+    # made the identity: refused, naming the missing layers, rather than grown wrong.
+    monkeypatch.setattr(EVA02, 'naming', BlockNaming(
+        name=EVA02.naming.name, block_key=EVA02.naming.block_key, stem_prefixes=EVA02.naming.stem_prefixes,
+        tail_prefixes=EVA02.naming.tail_prefixes, residual_outputs=VIT.naming.residual_outputs))
+    with pytest.raises(LayoutError, match=r'module 0 grown from the meta model: its hybrid has no '
+                                          r'backbone.layers.1.ffn.layers.1. or backbone.layers.1.ffn.w3.\* tensors'):
+        grown_logits_equal_meta(cfg, tmp_path)
 
 
 def test_eva02_b_and_l_configs_split_as_their_arch_zoo_says() -> None:

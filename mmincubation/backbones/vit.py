@@ -3,7 +3,8 @@
 Blocks ``backbone.layers.N`` (mmpretrain's ``TransformerEncoderLayer``, pre-norm:
 ``x + attn.proj(...)``, then ``x + ffn.layers[1](...)``; with ``layer_scale_init_value`` (DINOv2-style,
 DeiT-III) the branches end in ``gamma1`` / ``gamma2`` after those layers, so zeroing the layers still
-zeroes the branch). Stem: patch embedding, class / distillation tokens, position embedding, the pre-norm
+zeroes the branch; DINOv2-g's SwiGLU FFN, ``layer_cfgs=dict(ffn_type='swiglu_fused')``, ends in
+``ffn.w3``). Stem: patch embedding, class / distillation tokens, position embedding, the pre-norm
 (CLIP-style ``pre_norm``). Tail: final norms (``ln1``; ``ln2`` of ``out_type='avg_featmap'``), neck, head.
 Source: ``mmpretrain/models/backbones/vision_transformer.py`` (1.2.0).
 
@@ -21,7 +22,8 @@ VIT = register(BackboneSpec(
         stem_prefixes=('backbone.patch_embed.', 'backbone.cls_token', 'backbone.dist_token',
                        'backbone.pos_embed', 'backbone.pre_norm.'),
         tail_prefixes=('backbone.ln1.', 'backbone.ln2.', 'neck.', 'head.'),
-        residual_outputs=('attn.proj.', 'ffn.layers.1.'),
+        # the FFN ends in ffn.layers.1 (mmcv's FFN) or ffn.w3 (layer_cfgs=dict(ffn_type='swiglu_fused'), DINOv2-g)
+        residual_outputs=('attn.proj.', ('ffn.layers.1.', 'ffn.w3.')),
     ),
     classes=('mmpretrain.VisionTransformer', 'mmpretrain.DistilledVisionTransformer',
              'mmincubation.TimmInitVisionTransformer', 'mmincubation.InflatingVisionTransformer'),

@@ -99,8 +99,15 @@ class IncubationClassifier(ImageClassifier):
         if self.module_init == 'meta':
             grown, identities = grown_module(checkpoint['state_dict'], self.full_layout, self.target_module)
             own.update(grown)
-            own.update({key: value.new_zeros(value.shape) for key, value in own.items()
-                        if key.startswith(tuple(identities))})
+            for branch in identities:  # each residual branch of the module's new blocks ends in a zeroed layer
+                ends = [key for key in own if key.startswith(branch)]
+                if not ends:
+                    raise LayoutError(
+                        f'module {self.target_module} grown from the meta model: its hybrid has no '
+                        f'{" or ".join(branch)}* tensors, the end of a residual branch by the '
+                        f'{self.full_layout.naming.name} backbone '
+                        'spec (mmincubation/backbones); its new blocks would not be the identity')
+                own.update({key: own[key].new_zeros(own[key].shape) for key in ends})
         self.load_state_dict(own, strict=True)
 
     def export_module(self) -> dict:
