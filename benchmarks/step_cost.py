@@ -31,6 +31,7 @@ from mmengine.registry import DATASETS, DefaultScope
 import mmincubation  # noqa: F401
 from mmincubation.backbones import stage_depths_of
 from mmincubation.checkpoint import check_config_file
+from mmincubation.complexity import input_shape
 from mmincubation.engine.runner import build_layout, phase_recipe
 from mmincubation.engine.runner.cli import exit_on_bad_input
 from mmincubation.engine.runner.incubation_runner import phase_hooks
@@ -40,19 +41,19 @@ from mmincubation.phases import Phase
 RESULTS = Path(__file__).parent / 'results'
 
 
-def synthetic_batch(cfg: Config, batch: int) -> dict:
-    """A batch in the form mmpretrain's data preprocessor expects: uint8 images and labels."""
+def synthetic_batch(cfg: Config, batch: int, size: list[int] | None = None) -> dict:
+    """A batch in the form mmpretrain's data preprocessor expects: uint8 images and labels, of the config's input
+    shape (:func:`mmincubation.complexity.input_shape`; ``size``, H [W], for a backbone without ``img_size``)."""
     from mmpretrain.structures import DataSample
-    backbone = cfg.model.backbone
-    size = backbone.get('img_size', 224)
-    channels = backbone.get('in_channels', 3)
+    shape = input_shape(cfg, size)
     classes = cfg.model.head.num_classes
-    inputs = [torch.randint(0, 256, (channels, size, size), dtype=torch.uint8) for _ in range(batch)]
+    inputs = [torch.randint(0, 256, shape, dtype=torch.uint8) for _ in range(batch)]
     samples = [DataSample().set_gt_label(i % classes) for i in range(batch)]
     return dict(inputs=inputs, data_samples=samples)
 
 
-def time_train_step(phase_cfg: Config, batch: int, iters: int, warmup: int, device: str) -> dict:
+def time_train_step(phase_cfg: Config, batch: int, iters: int, warmup: int, device: str,
+                    size: list[int] | None = None) -> dict:
     """Median seconds per ``train_step`` and peak memory of one phase network."""
     from mmengine.optim import build_optim_wrapper
     from mmpretrain.registry import MODELS
@@ -63,7 +64,7 @@ def time_train_step(phase_cfg: Config, batch: int, iters: int, warmup: int, devi
         model = MODELS.build(model_cfg).to(device)
         model.init_weights()
         optim_wrapper = build_optim_wrapper(model, phase_cfg.optim_wrapper)
-    data = synthetic_batch(phase_cfg, batch)
+    data = synthetic_batch(phase_cfg, batch, size)
     if device == 'cuda':
         torch.cuda.reset_peak_memory_stats()
     times = []
@@ -85,10 +86,10 @@ def time_train_step(phase_cfg: Config, batch: int, iters: int, warmup: int, devi
 class SyntheticImages(torch.utils.data.Dataset):
     """``length`` copies of one random image, so data loading costs next to nothing."""
 
-    def __init__(self, length: int, size: int, channels: int) -> None:
+    def __init__(self, length: int, shape: list[int]) -> None:
         from mmpretrain.structures import DataSample
         self.length = length
-        self.image = torch.randint(0, 256, (channels, size, size), dtype=torch.uint8)
+        self.image = torch.randint(0, 256, tuple(shape), dtype=torch.uint8)
         self.sample = DataSample().set_gt_label(0)
 
     def __len__(self) -> int:
@@ -98,14 +99,12 @@ class SyntheticImages(torch.utils.data.Dataset):
         return dict(inputs=self.image, data_samples=self.sample)
 
 
-def time_runner(phase_cfg: Config, batch: int, iters: int, hooks: list[dict]) -> float:
+def time_runner(phase_cfg: Config, batch: int, iters: int, hooks: list[dict], size: list[int] | None = None) -> float:
     """Seconds per iteration of a real MMEngine Runner on the phase config (synthetic data)."""
     from mmengine.runner import Runner
 
-    backbone = phase_cfg.model.backbone
     cfg = phase_cfg.copy()
-    dataset = dict(type='SyntheticImages', length=batch * iters, size=backbone.get('img_size', 224),
-                   channels=backbone.get('in_channels', 3))
+    dataset = dict(type='SyntheticImages', length=batch * iters, shape=list(input_shape(phase_cfg, size)))
     cfg.train_dataloader = dict(dataset=dataset, batch_size=batch, num_workers=0,
                                 sampler=dict(type='DefaultSampler', shuffle=False),
                                 collate_fn=dict(type='default_collate'))
@@ -130,11 +129,13 @@ def measure(args: argparse.Namespace, phase: str, module: int | None) -> dict:
     phase_cfg = phase_recipe(cfg, phase, module)
     if args.amp:  # MMEngine's AmpOptimWrapper needs a GPU
         phase_cfg.optim_wrapper.update(type='AmpOptimWrapper', dtype='bfloat16')
-    result = time_train_step(phase_cfg, args.batch, args.iters, args.warmup, args.device)
+    result = time_train_step(phase_cfg, args.batch, args.iters, args.warmup, args.device, args.shape)
     if args.runner and phase == 'incubate' and module == 1:
         result['runner_seconds_per_iter'] = time_runner(phase_cfg, args.batch, args.iters,
-                                                        hooks=phase_hooks(build_layout(cfg), phase, module))
-        result['runner_without_our_hooks_seconds_per_iter'] = time_runner(phase_cfg, args.batch, args.iters, hooks=[])
+                                                        hooks=phase_hooks(build_layout(cfg), phase, module),
+                                                        size=args.shape)
+        result['runner_without_our_hooks_seconds_per_iter'] = time_runner(phase_cfg, args.batch, args.iters, hooks=[],
+                                                                          size=args.shape)
     return result
 
 
@@ -176,6 +177,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--warmup', type=_count(0), default=5)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--amp', action='store_true', help='bf16 autocast (AmpOptimWrapper, CUDA only)')
+    parser.add_argument('--shape', type=_count(1), nargs='+', metavar='H [W]',
+                        help='input image size (default: model.backbone.img_size; ConvNeXt has none)')
     parser.add_argument('--runner', action='store_true', help='also time module 1 through MMEngine Runners')
     parser.add_argument('--one', nargs=2, help=argparse.SUPPRESS)  # child process: PHASE MODULE
     args = parser.parse_args(argv)
@@ -193,7 +196,8 @@ def _measure_in_child(args: argparse.Namespace, phase: str, module: int | None) 
     name = phase if module is None else f'{phase} module {module}'
     child = [sys.executable, __file__, args.config, '--one', phase, '-' if module is None else str(module),
              '--batch', str(args.batch), '--iters', str(args.iters), '--warmup', str(args.warmup),
-             '--device', args.device] + (['--amp'] if args.amp else []) + (['--runner'] if args.runner else [])
+             '--device', args.device] + (['--amp'] if args.amp else []) + (['--runner'] if args.runner else []) \
+        + (['--shape', *map(str, args.shape)] if args.shape else [])
     result = subprocess.run(child, capture_output=True, text=True)
     lines = result.stdout.strip().splitlines()
     if result.returncode != 0 or not lines:
