@@ -9,9 +9,11 @@ The products are plain mmpretrain ``ImageClassifier`` checkpoints; here they bec
   the ``dataset_meta`` as JSON strings (:func:`export_safetensors_file`, read back by :func:`read_safetensors`).
 
 Key maps. The ViT's are those of :mod:`mmincubation.convert_official` (official Deep Incubation checkpoints
-are timm ViTs), inverted, plus layer scales (``gamma1``/``gamma2`` -> ``ls1``/``ls2``, DeiT-III), the pre-norm
-and the pooled-feature norm. Swin's mirror the Swin converters of mmdet/mmseg
-(``tools/model_converters/swin2mmdet.py``, the timm/official -> OpenMMLab direction), inverted:
+are timm ViTs), inverted, plus layer scales (``gamma1``/``gamma2`` -> ``ls1``/``ls2``), the pre-norm and the
+pooled-feature norm; mmpretrain's ``DeiT3`` is timm's ViT with ``no_embed_class`` (its position embedding
+leaves out the class token) whose ``norm2`` holds ``ln1`` (mmpretrain 1.2's ``DeiT3TransformerEncoderLayer``
+normalises the FFN's input with ``ln1``; its ``ln2`` is saved, never used). Swin's mirror the Swin converters
+of mmdet/mmseg (``tools/model_converters/swin2mmdet.py``, the timm/official -> OpenMMLab direction), inverted:
 
 * ``stages.i.blocks.j.attn.w_msa.*`` -> ``layers.i.blocks.j.attn.*``; the ``relative_position_index``
   buffers are not saved (timm computes them; they are checked to be the standard index), the tables are
@@ -48,6 +50,7 @@ import torch
 from mmcv.cnn.bricks.transformer import FFN, AdaptivePadding, PatchEmbed, PatchMerging
 from mmengine.config import Config
 from mmpretrain.models import (
+    DeiT3,
     GlobalAveragePooling,
     ImageClassifier,
     LinearClsHead,
@@ -55,6 +58,7 @@ from mmpretrain.models import (
     VisionTransformer,
     VisionTransformerClsHead,
 )
+from mmpretrain.models.backbones.deit3 import DeiT3FFN, DeiT3TransformerEncoderLayer
 from mmpretrain.models.backbones.swin_transformer import SwinBlock
 from mmpretrain.models.backbones.vision_transformer import TransformerEncoderLayer
 from mmpretrain.models.utils import MultiheadAttention, ShiftWindowMSA, WindowMSA
@@ -238,6 +242,9 @@ def _vit_pooling(backbone: VisionTransformer, neck: nn.Module | None) -> dict:
     if out_type == 'cls_token':
         return dict(global_pool='token', final_norm=backbone.final_norm, fc_norm=False)
     if out_type == 'avg_featmap':
+        if not hasattr(backbone, 'ln2'):
+            raise _refuse('backbone.out_type', out_type, f"mmpretrain's {_class_name(backbone)} builds no ln2 to norm "
+                          "the average: it cannot run (use 'cls_token', or 'featmap' with a GlobalAveragePooling neck)")
         if backbone.final_norm:
             raise _refuse('backbone.final_norm', True, "with out_type='avg_featmap' mmpretrain norms the tokens (ln1) "
                           "and their average (ln2); timm's global_pool='avg' norms only the average: final_norm=False "
@@ -247,12 +254,15 @@ def _vit_pooling(backbone: VisionTransformer, neck: nn.Module | None) -> dict:
                   "patch tokens ('avg_featmap', or 'featmap' with a GlobalAveragePooling neck)")
 
 
-def _vit_kwargs(model: nn.Module) -> tuple[dict, float, str]:
-    """``create_model`` kwargs of a ViT classifier, the LayerNorm eps and the head's key prefix."""
+def _vit_kwargs(model: nn.Module) -> tuple[dict, float, str, bool]:
+    """``create_model`` kwargs of a ViT classifier, the LayerNorm eps, the head's key prefix and whether the model
+    is a ``DeiT3`` (its layers normalise both branches with ``ln1``: :func:`_vit_layer`)."""
     backbone = model.backbone
-    if not _same_method(backbone, VisionTransformer, 'forward', '_format_output'):
+    deit3 = _same_method(backbone, DeiT3, 'forward', '_format_output')
+    if not deit3 and not _same_method(backbone, VisionTransformer, 'forward', '_format_output'):
         raise _refuse('backbone.type', _class_name(backbone), "timm's vit_* computes mmpretrain's VisionTransformer "
-                      '(and subclasses that keep its forward), not a class that changes it (DeiT, DeiT3, ...)')
+                      'and DeiT3 (and subclasses that keep their forward), not a class that changes it (DeiT with '
+                      'its distillation token, ...)')
     pooling = _vit_pooling(backbone, model.neck)
     depth = len(backbone.layers)
     if depth - 1 not in backbone.out_indices:
@@ -260,11 +270,11 @@ def _vit_kwargs(model: nn.Module) -> tuple[dict, float, str]:
                       f'({depth - 1} or -1): timm classifies the last block only')
     width, img_size = backbone.embed_dims, tuple(backbone.img_size)
     patch = _check_patch_embed(backbone.patch_embed, img_size, 'backbone')
-    pre_norm = not isinstance(backbone.pre_norm, nn.Identity)
+    pre_norm = not isinstance(getattr(backbone, 'pre_norm', nn.Identity()), nn.Identity)  # DeiT3 has none
     if (backbone.patch_embed.projection.bias is None) != pre_norm:
         raise _refuse('backbone.patch_cfg.bias', backbone.patch_embed.projection.bias is not None,
                       "timm's patch embedding has a bias exactly when there is no pre_norm")
-    rows = [_vit_layer(layer, index, width) for index, layer in enumerate(backbone.layers)]
+    rows = [_vit_layer(layer, index, width, deit3) for index, layer in enumerate(backbone.layers)]
     for key, name in (('num_heads', 'attention heads'), ('hidden', 'feed-forward widths'),
                       ('qkv_bias', 'qkv biases'), ('proj_bias', 'projection biases'),
                       ('layer_scale', 'layer scales')):
@@ -279,41 +289,52 @@ def _vit_kwargs(model: nn.Module) -> tuple[dict, float, str]:
                   embed_dim=width, depth=depth, num_heads=first['num_heads'], mlp_ratio=first['hidden'] / width,
                   qkv_bias=first['qkv_bias'], proj_bias=first['proj_bias'],
                   init_values=1.0 if first['layer_scale'] else None, class_token=backbone.cls_token is not None,
-                  no_embed_class=False, pre_norm=pre_norm, **pooling)
-    return kwargs, _one(norms, 'backbone.norm_cfg.eps', 'LayerNorm'), _head_in(model, width)
+                  no_embed_class=deit3, pre_norm=pre_norm, **pooling)  # DeiT3 adds pos_embed before the cls token
+    return kwargs, _one(norms, 'backbone.norm_cfg.eps', 'LayerNorm'), _head_in(model, width), deit3
 
 
-def _vit_layer(layer: nn.Module, index: int, width: int) -> dict:
-    """What timm's ``Block`` needs of one mmpretrain ``TransformerEncoderLayer``."""
+def _vit_layer(layer: nn.Module, index: int, width: int, deit3: bool) -> dict:
+    """What timm's ``Block`` needs of one mmpretrain ``TransformerEncoderLayer`` (``DeiT3TransformerEncoderLayer``).
+
+    mmpretrain 1.2's ``DeiT3TransformerEncoderLayer.forward`` (backbones/deit3.py) feeds the FFN ``ln1(x)``:
+    its ``ln2`` is built and saved but never used, so timm's ``norm2`` gets ``ln1``'s weights.
+    """
     where = f'backbone.layer_cfgs[{index}]'
-    if not _same_method(layer, TransformerEncoderLayer, 'forward'):
-        raise _refuse(where, _class_name(layer), "timm's Block computes mmpretrain's TransformerEncoderLayer")
+    layer_class, ffn_class = (DeiT3TransformerEncoderLayer, DeiT3FFN) if deit3 else (TransformerEncoderLayer, FFN)
+    if not _same_method(layer, layer_class, 'forward'):
+        raise _refuse(where, _class_name(layer), f"timm's Block computes mmpretrain's {layer_class.__name__}")
     attn, ffn = layer.attn, layer.ffn
     if not _same_method(attn, MultiheadAttention, 'forward') or attn.v_shortcut or attn.input_dims != width:
         raise _refuse(f'{where}.attn', _class_name(attn), "timm's Attention is mmpretrain's MultiheadAttention "
                       'without v_shortcut, on the embedding width')
-    _check_ffn(ffn, f'{where}.ffn_type')
+    _check_ffn(ffn, f'{where}.ffn_type', ffn_class)
     layer_scale = not isinstance(attn.gamma1, nn.Identity)
     if layer_scale == isinstance(ffn.gamma2, nn.Identity):
         raise _refuse(f'{where}.layer_scale_init_value', 'on one branch', 'timm scales both residual branches or none')
+    norms = (layer.ln1, ) if deit3 else (layer.ln1, layer.ln2)
     return dict(num_heads=attn.num_heads, hidden=ffn.layers[0][0].out_features, qkv_bias=attn.qkv.bias is not None,
                 proj_bias=attn.proj.bias is not None, layer_scale=layer_scale,
-                eps=[_layer_norm_eps(layer.ln1, f'{where}.norm_cfg'), _layer_norm_eps(layer.ln2, f'{where}.norm_cfg')])
+                eps=[_layer_norm_eps(norm, f'{where}.norm_cfg') for norm in norms])
 
 
-def _check_ffn(ffn: nn.Module, where: str) -> None:
+def _check_ffn(ffn: nn.Module, where: str, ffn_class: type = FFN) -> None:
     """Refuse an FFN other than timm's ``Mlp``: two Linear layers, exact GELU between them, a residual."""
-    activation = ffn.layers[0][1] if _same_method(ffn, FFN, 'forward') and ffn.num_fcs == 2 else None
+    activation = ffn.layers[0][1] if _same_method(ffn, ffn_class, 'forward') and ffn.num_fcs == 2 else None
     if type(activation) is not nn.GELU or activation.approximate != 'none' or not ffn.add_identity:
         raise _refuse(where, _class_name(ffn), "timm's Mlp is mmcv's FFN of two Linear layers with exact GELU "
                       "(ffn_type='origin', act_cfg=dict(type='GELU'))")
 
 
-def _vit_state(state: Mapping[str, torch.Tensor], head_prefix: str) -> dict[str, torch.Tensor]:
+def _vit_state(state: Mapping[str, torch.Tensor], head_prefix: str, deit3: bool) -> dict[str, torch.Tensor]:
+    """Our ViT keys renamed to timm's; a ``DeiT3``'s ``ln1`` also becomes ``norm2``, its unused ``ln2`` is dropped."""
     converted = {}
     for key, value in state.items():
         block = VIT.naming.split(key)
         if block is not None:
+            if deit3 and block.rest.startswith('ln2.'):
+                continue
+            if deit3 and block.rest.startswith('ln1.'):
+                converted[OFFICIAL_NAMING.join(0, block.index, 'norm2.' + block.rest[len('ln1.'):])] = value
             converted[OFFICIAL_NAMING.join(0, block.index, VIT_BLOCK_TO_TIMM[block.rest])] = value
         elif key.startswith('head.') and not key.startswith(head_prefix):
             raise ExportError(f'state-dict key {key!r} is not part of a {head_prefix}* head')
@@ -499,8 +520,8 @@ def timm_export(model: nn.Module, data_preprocessor: Mapping | None = None,
 
     Args:
         model: the classifier, with its weights (or on the meta device, with them assigned:
-            :func:`load_classifier`). ViT backbones: ``VisionTransformer`` (and subclasses that keep its
-            forward); Swin: ``SwinTransformer``; heads: ``LinearClsHead`` / ``VisionTransformerClsHead``.
+            :func:`load_classifier`). Backbones: ``VisionTransformer`` and ``DeiT3`` (and subclasses that keep
+            their forward), ``SwinTransformer``; heads: ``LinearClsHead`` / ``VisionTransformerClsHead``.
         data_preprocessor: the config's ``data_preprocessor`` (``mean``/``std`` of 0-255 pixels), recorded
             for timm's data config; None records none.
         classes: class names (``dataset_meta['classes']``), recorded as timm's ``label_names``.
@@ -518,11 +539,11 @@ def timm_export(model: nn.Module, data_preprocessor: Mapping | None = None,
         name, (kwargs, eps, head_prefix, sizes) = SWIN_ENTRY, _swin_kwargs(model)
         converted = _swin_state(state, head_prefix, len(model.backbone.stages) - 1)
     elif isinstance(model.backbone, VisionTransformer):
-        name, (kwargs, eps, head_prefix) = VIT_ENTRY, _vit_kwargs(model)
-        converted = _vit_state(state, head_prefix)
+        name, (kwargs, eps, head_prefix, deit3) = VIT_ENTRY, _vit_kwargs(model)
+        converted = _vit_state(state, head_prefix, deit3)
     else:
         raise _refuse('backbone.type', _class_name(model.backbone), "timm export supports mmpretrain's "
-                      'VisionTransformer (vit_*) and SwinTransformer (swin_*)')
+                      'VisionTransformer and DeiT3 (vit_*) and SwinTransformer (swin_*)')
     spec = TimmSpec(name, kwargs, None if math.isclose(eps, TIMM_EPS[name]) else eps,
                     _pretrained_cfg(kwargs, data_preprocessor, classes))
     timm = _require('timm')
@@ -538,8 +559,8 @@ def timm_export(model: nn.Module, data_preprocessor: Mapping | None = None,
         if mismatch is not None:
             raise _refuse('backbone.window_size', model.backbone.stages[0].blocks[0].attn.window_size,
                           f'with img_size={kwargs["img_size"]}, patch_size={kwargs["patch_size"]}: {mismatch}; timm '
-                          'cannot compute this (exportable: maps that are multiples of the window, or exactly one '
-                          'window without pad_small_map)')
+                          'cannot compute this (exportable: feature maps that are multiples of the window where '
+                          'blocks shift)')
     else:
         with torch.device('meta'):
             reference = timm.create_model(name, pretrained=False, **spec.create_kwargs())

@@ -116,6 +116,9 @@ VIT_VARIANTS = {
     'featmap+GAP, layer scale, pre_norm': dict(out_type='featmap', neck=dict(type='GlobalAveragePooling'),
                                                layer_scale_init_value=0.1, pre_norm=True),
     'no final norm': dict(final_norm=False),
+    # mmpretrain's DeiT3: pos_embed without the class token, layer scale, ln1 before both branches (ln2 unused)
+    'DeiT3': dict(type='DeiT3'),
+    'DeiT3 featmap+GAP': dict(type='DeiT3', out_type='featmap', neck=dict(type='GlobalAveragePooling')),
 }
 
 
@@ -172,6 +175,7 @@ REFUSED = {
                            r"model\.backbone\.type='DistilledVisionTransformer'"),
     'raw tokens': (tiny_vit(out_type='raw'), r"model\.backbone\.out_type='raw'"),
     'norm before the average': (tiny_vit(out_type='avg_featmap'), r'model\.backbone\.final_norm=True'),
+    'DeiT3 average (no ln2)': (tiny_vit(type='DeiT3', out_type='avg_featmap'), r"model\.backbone\.out_type='avg_feat"),
     'hidden head layer': (tiny_vit(head=dict(type='VisionTransformerClsHead', num_classes=10, in_channels=32,
                                              hidden_dim=8)), r"model\.head\.type='VisionTransformerClsHead with"),
     'earlier block classified': (tiny_vit(out_indices=[0]), r'model\.backbone\.out_indices=\[0\]'),
@@ -237,6 +241,16 @@ def test_bad_file_names_and_files_are_refused_in_one_line(product, tmp_path):
     broken.write_bytes(b'not a safetensors file')
     with pytest.raises(CheckpointError, match=f'cannot read safetensors file {broken}'):
         read_safetensors(broken)
+
+
+def test_a_plain_deit3_checkpoint_exports_to_safetensors(tmp_path):
+    """A plain mmpretrain config and checkpoint (no tag); DeiT3's ln1 goes to two timm keys: saved as two tensors."""
+    cfg = Config(dict(model=tiny_vit(type='DeiT3')))
+    model = randomised(MODELS.build(cfg.model))
+    torch.save(model.state_dict(), tmp_path / 'deit3.pth')
+    out, spec_path, spec = export_timm_file(cfg, tmp_path / 'deit3.pth', tmp_path / 'deit3.safetensors')
+    assert spec.kwargs['no_embed_class'] is True and spec.kwargs['init_values'] is not None
+    assert_same_logits(model, timm_model(TimmSpec.from_json(json.loads(spec_path.read_text())), load_file(out)), 28)
 
 
 def run_tools(*commands: list[str]) -> list[subprocess.CompletedProcess]:
