@@ -1,4 +1,4 @@
-"""mmpretrain's ``VisionTransformer`` and the classes with its exact state dict and blocks.
+"""mmpretrain's ``VisionTransformer`` and the classes with its state-dict naming and blocks (DeiT, DeiT-III, ours).
 
 Blocks ``backbone.layers.N`` (mmpretrain's ``TransformerEncoderLayer``, pre-norm:
 ``x + attn.proj(...)``, then ``x + ffn.layers[1](...)``; with ``layer_scale_init_value`` (DINOv2-style,
@@ -25,7 +25,8 @@ VIT = register(BackboneSpec(
         # the FFN ends in ffn.layers.1 (mmcv's FFN) or ffn.w3 (layer_cfgs=dict(ffn_type='swiglu_fused'), DINOv2-g)
         residual_outputs=('attn.proj.', ('ffn.layers.1.', 'ffn.w3.')),
     ),
-    classes=('mmpretrain.VisionTransformer', 'mmpretrain.DistilledVisionTransformer',
+    # DeiT3: its DeiT3TransformerEncoderLayer has the ViT layer's keys (layer scale as gamma1 / gamma2)
+    classes=('mmpretrain.VisionTransformer', 'mmpretrain.DistilledVisionTransformer', 'mmpretrain.DeiT3',
              'mmincubation.TimmInitVisionTransformer', 'mmincubation.InflatingVisionTransformer'),
     arch_keys=('embed_dims', 'num_layers', 'num_heads', 'feedforward_channels'),
     depth_key='num_layers',
