@@ -1,8 +1,9 @@
-"""Swin Transformer through the backbone adapter: stage-aware layouts, hybrids, growth, the whole pipeline."""
+"""Swin Transformer through its backbone spec: stage-aware layouts, hybrids, growth, the whole pipeline."""
 from __future__ import annotations
 
 import copy
 import itertools
+import json
 from pathlib import Path
 
 import pytest
@@ -363,3 +364,24 @@ def test_a_subclass_is_not_served_by_its_parents_spec() -> None:
                                           r"has no backbone spec.*A subclass is not served by its parent's spec: add "
                                           r"its registry name to that spec's classes \(mmincubation/backbones/"):
         spec_of(dict(type='mmincubation._TestSubclassViT'))
+
+
+@needs_data
+def test_swin_products_are_those_of_the_code_before_backbone_specs(swin_pipeline) -> None:
+    """Backbone specs (one file per backbone, exact-class lookup, layers before a stage) must not change Swin.
+
+    ``data/swin_tiny_pipeline_products.json`` holds, per product of this fixture's pipeline as the code before
+    the specs wrote it, every key with its shape, sum and absolute sum (float64); as the ViT twin in
+    test_fresh_process.py, sums may differ only by floating-point noise across CPUs.
+    """
+    _, work_dir = swin_pipeline
+    stored = json.loads((Path(__file__).parent / 'data' / 'swin_tiny_pipeline_products.json').read_text())
+    assert len(stored) == 6
+    for product, tensors in stored.items():
+        state = torch.load(work_dir / product, weights_only=True)['state_dict']
+        assert list(state) == list(tensors), product
+        for key, (shape, total, absolute) in tensors.items():
+            value = state[key].double()
+            assert list(value.shape) == shape, (product, key)
+            assert float(value.sum()) == pytest.approx(total, rel=1e-4, abs=1e-4), (product, key)
+            assert float(value.abs().sum()) == pytest.approx(absolute, rel=1e-4, abs=1e-4), (product, key)
