@@ -43,4 +43,8 @@ incubation = dict(
         model=dict(backbone=dict(drop_path_rate=0.1)),
         param_scheduler=_base_.no_warmup_param_scheduler),
     e2e=dict(train_cfg=dict(max_epochs=e2e_epochs), model=dict(backbone=dict(drop_path_rate=0.1))),
+    # The growth peers (run when `methods` names them, e.g. --cfg-options "incubation.methods=[incubation,stack,grow]"):
+    # E2E's recipe from the grown meta model, for what is left of incubation's cost after the meta model.
+    stack=dict(train_cfg=dict(max_epochs=-(-(incubation_cost - num_modules * meta_epochs) // depth))),
+    grow=dict(train_cfg=dict(max_epochs=-(-(incubation_cost - num_modules * meta_epochs) // depth))),
 )

@@ -345,11 +345,60 @@ def grown_module(meta_state: Mapping[str, object], full: ModuleLayout,
             hybrid_block = hybrid_origins.index(meta_origins[block])
             key = hybrid.naming.join(*hybrid.stage_of(hybrid_block), meta.naming.split(key).rest)
         grown[key] = value
-    identities = [tuple(hybrid.naming.join(*hybrid.stage_of(block), rest)
-                        for rest in ((branch, ) if isinstance(branch, str) else branch))
-                  for block in hybrid.blocks_of(module) if hybrid_origins[block] not in meta_origins
-                  for branch in hybrid.naming.residual_outputs]
-    return grown, identities
+    identities = [_branch_ends(hybrid, *hybrid.stage_of(block)) for block in hybrid.blocks_of(module)
+                  if hybrid_origins[block] not in meta_origins]
+    return grown, [ends for block in identities for ends in block]
+
+
+def _branch_ends(layout: ModuleLayout, stage: int, index: int) -> list[tuple[str, ...]]:
+    """For each residual branch of block ``index`` of ``stage``, the key prefixes its last layer may have."""
+    branches = [(branch, ) if isinstance(branch, str) else branch for branch in layout.naming.residual_outputs]
+    return [tuple(layout.naming.join(stage, index, rest) for rest in branch) for branch in branches]
+
+
+def grown_model(meta_state: Mapping[str, object], full: ModuleLayout) -> tuple[dict, list[tuple[str, ...]]]:
+    """Every module grown from the meta model at once, keyed as in the full model (the ``grow`` peer).
+
+    Module by module as :func:`grown_module` grows it for its hybrid, then moved to its place in the full
+    model: the tensors to copy, and the key prefixes of each residual branch's end in the new blocks (to
+    zero, at least one key per entry).
+    """
+    state, identities = {}, []
+    meta_origins = full.meta().origins(full)
+    for module in range(full.num_modules):
+        grown, _ = grown_module(meta_state, full, module)
+        state.update(convert_state_dict(grown, full.hybrid(module), full, [module]))
+        identities += [ends for block in full.blocks_of(module) if block not in meta_origins
+                       for ends in _branch_ends(full, *full.stage_of(block))]
+    return state, identities
+
+
+def stacked_model(meta_state: Mapping[str, object], full: ModuleLayout) -> dict:
+    """The meta model's K blocks repeated in order until the full depth, with its stem and tail (the
+    ``stack`` peer: G_stack's depthwise stacking, "Stacking Your Transformers", NeurIPS 2024).
+
+    Full block ``j`` is meta block ``j mod K``: ``[b0 .. bK-1, b0 .. bK-1, ...]``.
+
+    Raises:
+        LayoutError: a backbone of several stages (a stage would get blocks of another width), or a depth
+            that is not a multiple of K.
+    """
+    meta = full.meta()
+    if len(full.stage_depths) > 1:
+        raise LayoutError(f'stacking repeats the meta model\'s blocks in one stage; a {full.naming.name} backbone has '
+                          f'stages {list(full.stage_depths)}: use the grow method')
+    if full.total_depth % meta.total_depth:
+        raise LayoutError(f'stacking repeats the {meta.total_depth} meta blocks; {full.total_depth} blocks are not a '
+                          'multiple of them')
+    state = {}
+    for key, value in meta_state.items():
+        split = meta.naming.split(key)
+        if split is None:
+            state[key] = value
+            continue
+        for repeat in range(full.total_depth // meta.total_depth):
+            state[full.naming.join(0, repeat * meta.total_depth + split.index, split.rest)] = value
+    return state
 
 
 def check_state_dict(state_dict: Mapping[str, object], reference: Mapping[str, object], source: str) -> None:

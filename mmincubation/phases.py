@@ -7,6 +7,11 @@ Work dir of a pipeline (``cfg.work_dir``)::
     assembled.pth                           assembly of the K modules
     finetune/finetuned.pth                  fine-tuning of the assembled model
     e2e/e2e.pth                             the end-to-end baseline of the same full model
+    stack/stacked.pth                       peer: the meta model's blocks stacked (G_stack), then end to end
+    grow/grown.pth                          peer: every module grown from the meta model at once, then end to end
+
+The peers (``stack``, ``grow``) share the meta model with incubation and run only when a config's
+``incubation.methods`` names them.
 
 Each trained phase's folder also holds its logs, MMEngine checkpoints and ``phase_record.json``.
 Everything else (the runner, the checkpoint tags, the records, make_meta, the plots, the tools) reads
@@ -15,6 +20,7 @@ recipe in :func:`~mmincubation.engine.runner.phase_config.phase_recipe`.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +38,9 @@ class PhaseSpec:
             in the full model) or ``'full'`` (the full model).
         checkpoint_holds: what its intermediate MMEngine checkpoints hold (``'hybrid'`` for a module
             incubation's: the meta model with one real module); None when it trains nothing.
-        method: the method whose cost and result it counts for (``'incubation'`` or ``'e2e'``).
+        method: the method whose cost and result it counts for (a key of :data:`METHODS`).
+        shared_with: other methods that build on its product and count its cost too (the meta model's:
+            the peers ``stack`` and ``grow``).
         tested: whether it ends with a test on the test set (when the config has one).
         label: its name in figures and tables (``{module}`` filled in).
         title: what it does, for the log line before it runs (``{module}``, ``{num_modules}`` filled in).
@@ -53,16 +61,22 @@ class PhaseSpec:
     title: str
     reads: str | None = None
     per_module: bool = False
+    shared_with: tuple[str, ...] = ()
 
     @property
     def trains(self) -> bool:
         return self.checkpoint_holds is not None
 
+    @property
+    def counted_by(self) -> tuple[str, ...]:
+        """The methods that pay for this phase."""
+        return (self.method, ) + self.shared_with
+
 
 #: The phases in pipeline order; ``e2e`` is the end-to-end baseline of the same full model.
 PHASE_TABLE: dict[str, PhaseSpec] = {spec.name: spec for spec in (
     PhaseSpec('meta', 'meta', 'meta.pth', (), 'meta', 'meta', 'incubation', False, 'meta model',
-              'meta pretraining'),
+              'meta pretraining', shared_with=('stack', 'grow')),
     PhaseSpec('incubate', 'incubate/module_{module}', 'module_{module}.pth', ('meta', ), 'module', 'hybrid',
               'incubation', False, 'module {module}', 'incubate module {module} of {num_modules}',
               reads='model.meta_checkpoint', per_module=True),
@@ -72,12 +86,23 @@ PHASE_TABLE: dict[str, PhaseSpec] = {spec.name: spec for spec in (
               'fine-tune', 'fine-tune the assembled model', reads='load_from'),
     PhaseSpec('e2e', 'e2e', 'e2e.pth', (), 'full', 'full', 'e2e', True, 'end-to-end',
               'end-to-end baseline'),
+    PhaseSpec('stack', 'stack', 'stacked.pth', ('meta', ), 'full', 'full', 'stack', True, 'stack',
+              "stack the meta model's blocks, then train end to end", reads='model.meta_checkpoint'),
+    PhaseSpec('grow', 'grow', 'grown.pth', ('meta', ), 'full', 'full', 'grow', True, 'grow',
+              'grow every module from the meta model, then train end to end', reads='model.meta_checkpoint'),
 )}
 PHASES = tuple(PHASE_TABLE)
 #: The phases whose product is the full model and that end with a test (when the config has one).
 TESTED = tuple(name for name, spec in PHASE_TABLE.items() if spec.tested)
-#: The methods a pipeline compares, each with the phase whose product is its result.
-METHODS = {'incubation': 'finetune', 'e2e': 'e2e'}
+#: The methods a pipeline compares, each with the phase whose product is its result: Deep Incubation, the
+#: end-to-end baseline, and two growth peers from the same meta model (depthwise stacking, as G_stack; every
+#: module grown at once, as incubation's grown modules, without the independent module jobs).
+METHODS = {'incubation': 'finetune', 'e2e': 'e2e', 'stack': 'stack', 'grow': 'grow'}
+#: Each method's name in tables and logs.
+METHOD_TITLES = {'incubation': 'Deep Incubation', 'e2e': 'end-to-end', 'stack': 'stack (G_stack)',
+                 'grow': 'grow all modules'}
+#: The methods a pipeline runs unless ``incubation.methods`` says otherwise.
+DEFAULT_METHODS = ('incubation', 'e2e')
 
 
 @dataclass(frozen=True)
@@ -153,3 +178,15 @@ def all_phases(num_modules: int) -> list[Phase]:
     """Every phase of a pipeline of ``num_modules`` modules, in order."""
     return [Phase(name, module) for name, spec in PHASE_TABLE.items()
             for module in (range(num_modules) if spec.per_module else [None])]
+
+
+def phases_of(methods: Sequence[str]) -> tuple[str, ...]:
+    """The phases the given methods need, in pipeline order (``--phase all``).
+
+    Raises:
+        ValueError: naming ``incubation.methods`` when a method is unknown.
+    """
+    unknown = [method for method in methods if method not in METHODS]
+    if unknown:
+        raise ValueError(f'incubation.methods: unknown methods {unknown}; choose from {list(METHODS)}')
+    return tuple(name for name, spec in PHASE_TABLE.items() if set(spec.counted_by) & set(methods))

@@ -12,14 +12,12 @@ METRIC = 'accuracy/top1'
 
 
 def _laid_end_to_end(work_dir: str | Path):
-    """Each record with the cost spent before it on the cost axis (incubation phases end to end, E2E from 0)."""
-    spent = 0.0
-    for record in load_records(work_dir):
-        phase = Phase(record['phase'], record['module'])
-        incubation = phase.spec.method == 'incubation'
-        yield phase, record, spent if incubation else 0.0  # each record holds its own phase's cost
-        if incubation:
-            spent += record['cost']
+    """Each record with the cost its method spent before it on the cost axis: incubation's phases end to end,
+    a growth peer after the meta model it shares, E2E from 0."""
+    records = [(Phase(record['phase'], record['module']), record) for record in load_records(work_dir)]
+    for index, (phase, record) in enumerate(records):  # each record holds its own phase's cost
+        yield phase, record, sum(earlier['cost'] for before, earlier in records[:index]
+                                 if phase.spec.method in before.spec.counted_by)
 
 
 def accuracy_curves(work_dir: str | Path) -> dict[str, list[tuple[float, float]]]:

@@ -26,6 +26,7 @@ from mmincubation.engine.runner.cli import exit_on_bad_input, merge_config_args 
 from mmincubation.engine.runner.fit_checks import check_pretrained_backbone  # noqa: E402
 from mmincubation.engine.runner.run_settings import check_pipeline_run_settings  # noqa: E402
 from mmincubation.launcher import setup_launcher  # noqa: E402
+from mmincubation.phases import DEFAULT_METHODS, phases_of  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -75,7 +76,8 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
         cfg.runner_type = 'mmincubation.IncubationRunner'
         check_pipeline_run_settings(cfg)
         if args.phase:
-            cfg.incubation.phases = list(PHASES) if 'all' in args.phase else args.phase
+            methods = cfg.incubation.get('methods', DEFAULT_METHODS)
+            cfg.incubation.phases = list(phases_of(methods)) if 'all' in args.phase else args.phase
         if args.module is not None:
             cfg.incubation.modules = args.module
         if args.retrain:

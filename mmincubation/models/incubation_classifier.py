@@ -71,20 +71,7 @@ class IncubationClassifier(ImageClassifier):
     def load_meta_modules(self, path: str) -> None:
         """Copy every module but the target from a meta-pretraining checkpoint (with
         ``module_init='meta'``, the target's meta block, stem or tail too, see the class docs)."""
-        checkpoint = load_weights(path)
-        recorded = layout_from_tag(incubation_meta(checkpoint, path, phase='meta').to_dict())
-        check_finite(checkpoint['state_dict'], f'meta checkpoint {path}')
-        if recorded.naming != self.full_layout.naming:
-            raise CheckpointError(f'meta checkpoint {path} is a meta model of a {recorded.naming.name} backbone, '
-                                  f'the config has a {self.full_layout.naming.name} backbone')
-        if recorded.num_modules != self.full_layout.num_modules:
-            raise CheckpointError(f'meta checkpoint {path} has {recorded.num_modules} modules, '
-                                  f'the config asks for {self.full_layout.num_modules}')
-        if self.position_dependent and recorded != self.full_layout:
-            raise CheckpointError(f'meta checkpoint {path} was trained for layout {recorded.depths} (stages '
-                                  f'{recorded.stage_depths}), the config asks for {self.full_layout.depths} (stages '
-                                  f'{self.full_layout.stage_depths}): a {recorded.naming.name} meta block is set up '
-                                  'for the place in the full model it stands for')
+        checkpoint = read_meta_checkpoint(path, self.full_layout, self.position_dependent)
         others = [m for m in range(self.layout.num_modules) if m != self.target_module]
         own = self.state_dict()
         expected = {key: value for key, value in own.items() if self.layout.module_of(key) != self.target_module}
@@ -99,18 +86,52 @@ class IncubationClassifier(ImageClassifier):
         if self.module_init == 'meta':
             grown, identities = grown_module(checkpoint['state_dict'], self.full_layout, self.target_module)
             own.update(grown)
-            for branch in identities:  # each residual branch of the module's new blocks ends in a zeroed layer
-                ends = [key for key in own if key.startswith(branch)]
-                if not ends:
-                    raise LayoutError(
-                        f'module {self.target_module} grown from the meta model: its hybrid has no '
-                        f'{" or ".join(branch)}* tensors, the end of a residual branch by the '
-                        f'{self.full_layout.naming.name} backbone '
-                        'spec (mmincubation/backbones); its new blocks would not be the identity')
-                own.update({key: own[key].new_zeros(own[key].shape) for key in ends})
+            zero_branch_ends(own, identities, f'module {self.target_module} grown from the meta model: its hybrid',
+                             self.full_layout.naming.name)
         self.load_state_dict(own, strict=True)
 
     def export_module(self) -> dict:
         """The target module's weights, keyed as in the full model."""
         state = {key: value.detach().cpu() for key, value in self.state_dict().items()}
         return convert_state_dict(state, self.layout, self.full_layout, [self.target_module])
+
+
+def read_meta_checkpoint(path: str, full: ModuleLayout, position_dependent: bool) -> dict:
+    """A meta-pretraining product, loaded safely and checked against the full model's layout.
+
+    Raises:
+        CheckpointError: naming ``path``: not a meta model, NaN / Inf, another backbone kind or number of
+            modules, or (``position_dependent`` backbones, whose meta blocks are set up for the place they
+            stand for) another layout.
+    """
+    checkpoint = load_weights(path)
+    recorded = layout_from_tag(incubation_meta(checkpoint, path, phase='meta').to_dict())
+    check_finite(checkpoint['state_dict'], f'meta checkpoint {path}')
+    if recorded.naming != full.naming:
+        raise CheckpointError(f'meta checkpoint {path} is a meta model of a {recorded.naming.name} backbone, '
+                              f'the config has a {full.naming.name} backbone')
+    if recorded.num_modules != full.num_modules:
+        raise CheckpointError(f'meta checkpoint {path} has {recorded.num_modules} modules, '
+                              f'the config asks for {full.num_modules}')
+    if position_dependent and recorded != full:
+        raise CheckpointError(f'meta checkpoint {path} was trained for layout {recorded.depths} (stages '
+                              f'{recorded.stage_depths}), the config asks for {full.depths} (stages '
+                              f'{full.stage_depths}): a {recorded.naming.name} meta block is set up '
+                              'for the place in the full model it stands for')
+    return checkpoint
+
+
+def zero_branch_ends(state: dict, identities: list[tuple[str, ...]], what: str, kind: str) -> None:
+    """Zero, in place, the tensors under each entry of ``identities`` (the end of one residual branch of a new
+    block, :func:`~mmincubation.layout.grown_module`), so that every new block is the identity.
+
+    Raises:
+        LayoutError: an entry matches no tensor of ``state`` (the ``kind`` spec's residual outputs do not fit).
+    """
+    for branch in identities:
+        ends = [key for key in state if key.startswith(branch)]
+        if not ends:
+            raise LayoutError(f'{what} has no {" or ".join(branch)}* tensors, the end of a residual branch by the '
+                              f'{kind} backbone spec (mmincubation/backbones); its new blocks would not be the '
+                              'identity')
+        state.update({key: state[key].new_zeros(state[key].shape) for key in ends})

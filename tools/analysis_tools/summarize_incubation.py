@@ -16,6 +16,7 @@ from pathlib import Path
 from mmincubation.checkpoint import check_output
 from mmincubation.engine.runner.cli import exit_on_bad_input
 from mmincubation.engine.runner.records import format_summary, method_results
+from mmincubation.phases import METHOD_TITLES
 from mmincubation.visualization import plot_accuracy_vs_cost, plot_formats
 
 #: What this summary reads of a phase record (written by mmincubation's PhaseRecordHook).
@@ -71,7 +72,6 @@ def check_plot_path(out: Path, inputs: list[Path]) -> None:
 
 def compare(work_dir: Path) -> list[str]:
     """One line per method: final test top-1, total training cost and wall time."""
-    names = {'incubation': 'Deep Incubation', 'e2e': 'end-to-end'}
     lines = []
     for method, result in method_results(work_dir).items():
         top1 = result['top1']
@@ -79,7 +79,7 @@ def compare(work_dir: Path) -> list[str]:
         paid_before = '' if pretraining == 0 else (
             '  + pretraining unknown (pass incubation.meta_from.cost)' if pretraining is None else
             f'  + pretraining {pretraining / 1e6:.1f} = total {result["total_cost"] / 1e6:.1f} M block-images')
-        lines.append(f'{names[method]:<16} test top-1 {top1 if top1 is None else round(top1, 2)}  cost '
+        lines.append(f'{METHOD_TITLES[method]:<16} test top-1 {top1 if top1 is None else round(top1, 2)}  cost '
                      f'{result["cost"] / 1e6:.1f} M block-images{paid_before}  wall {result["wall_seconds"]:.0f} s')
     return lines
 

@@ -408,7 +408,7 @@ class IncubationRunner:
             if before.order >= phase.order:
                 break
             kind, amount = self.work(before)
-            if amount and before.spec.method == phase.spec.method:
+            if amount and phase.spec.method in before.spec.counted_by:
                 blocks = phase_layout(self.layout, before.name, before.module).total_depth
                 length = amount / blocks
                 earlier.append([blocks, length, None] if kind == 'block-epochs' else [blocks, None, length])

@@ -40,7 +40,7 @@ from mmengine.config import Config, ConfigDict
 
 from ...backbones import spec_of
 from ...layout import LayoutError, ModuleLayout
-from ...phases import PHASES
+from ...phases import PHASE_TABLE, PHASES
 
 
 class RecipeError(ValueError):
@@ -124,12 +124,21 @@ def _split_for_dmt(phase_cfg: Config, dmt: dict | None, module: int, num_modules
         dataset.split = module if dataset.get('split') is None else dataset.split
 
 
+#: The phases that train the full model grown from the meta model (:class:`~mmincubation.models.GrownClassifier`).
+GROWN = tuple(name for name, spec in PHASE_TABLE.items() if spec.inputs == ('meta', ) and spec.holds == 'full')
+
+
 def phase_recipe(cfg: Config, phase: str, module: int | None = None) -> Config:
     """The MMEngine config of what ``phase`` trains (``module`` for ``incubate``): a pure function of ``cfg``.
 
+    The growth peers (``stack``, ``grow``) train the full model end to end from a grown start: their recipe
+    is the E2E phase's (``incubation.e2e``) with their own section (``incubation.stack`` / ``incubation.grow``,
+    e.g. the epochs left of the budget after the meta model) merged over it.
+
     Raises:
         ValueError: an unknown phase, or ``assemble`` (which trains nothing).
-        LayoutError: the layout does not fit the backbone, or the incubated model is not an ImageClassifier.
+        LayoutError: the layout does not fit the backbone, or the incubated or grown model is not an
+            ImageClassifier.
     """
     if phase not in PHASES or phase == 'assemble':
         raise ValueError(f'phase must be one of {[p for p in PHASES if p != "assemble"]}, got {phase!r}')
@@ -137,6 +146,8 @@ def phase_recipe(cfg: Config, phase: str, module: int | None = None) -> Config:
     incubation = cfg.get('incubation') or {}
     recipe = copy.deepcopy(cfg)
     overrides = [incubation.get(phase) or {}]
+    if phase in GROWN:
+        overrides.insert(0, incubation.get('e2e') or {})
     if phase == 'meta' and incubation.get('meta_from'):  # a pretrained network's head warm-up, if any
         overrides.append(incubation.meta_from.get('warmup') or {})
     for key in ('incubation', 'runner_type'):
@@ -155,6 +166,11 @@ def phase_recipe(cfg: Config, phase: str, module: int | None = None) -> Config:
                      stage_depths=list(layout.stage_depths), target_module=module,
                      module_init=incubation.get('module_init', 'scratch'))
         _split_for_dmt(recipe, incubation.get('dmt'), module, layout.num_modules)
+    if phase in GROWN:
+        if model.type not in ('ImageClassifier', 'mmpretrain.ImageClassifier'):
+            raise LayoutError(f'the {phase} method needs an ImageClassifier model, got model.type={model.type!r}')
+        model.update(type='mmincubation.GrownClassifier', module_depths=list(layout.depths),
+                     stage_depths=list(layout.stage_depths), growth=phase)
     return recipe
 
 

@@ -111,7 +111,7 @@ def load_records(work_dir: str | Path) -> list[dict]:
 
 
 def method_results(work_dir: str | Path) -> dict[str, dict]:
-    """Per method ('incubation', 'e2e') of a pipeline work dir: final test top-1, cost, wall time.
+    """Per method (:data:`~mmincubation.phases.METHODS`) of a pipeline work dir: final test top-1, cost, wall time.
 
     Incubation's ``cost`` sums every phase it paid for (meta, modules, fine-tune); a meta model made of a
     pretrained network (``incubation.meta_from``) adds what that network cost to train, paid before, as
@@ -121,7 +121,7 @@ def method_results(work_dir: str | Path) -> dict[str, dict]:
     records = load_records(work_dir)
     results = {}
     for name, final_phase in METHODS.items():
-        phases = [r for r in records if PHASE_TABLE[r['phase']].method == name]
+        phases = [r for r in records if name in PHASE_TABLE[r['phase']].counted_by]
         final = [r for r in phases if r['phase'] == final_phase]
         if final:
             pretrained = [r['pretrained'] for r in phases if r.get('pretrained')]
