@@ -37,6 +37,7 @@ reports count it apart from the pipeline's new cost.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import zipfile
@@ -50,7 +51,7 @@ from mmengine.logging import MMLogger, print_log
 from mmengine.registry import DefaultScope
 from torch import nn
 
-from .backbones import BackboneSpec, spec_of
+from .backbones import BackboneSpec, resolve_arch, spec_of
 from .checkpoint import (
     META_KEY,
     CheckpointError,
@@ -353,6 +354,21 @@ def default_blocks(source_stages: Sequence[int], meta_stages: Sequence[int]) -> 
             for b in evenly_spaced(depth, count)]
 
 
+def _widening_factor(source: PretrainedSource, reference: Mapping[str, torch.Tensor], spec: BackboneSpec,
+                     cfg: Config) -> int | None:
+    """How many times narrower than the config the source is, when its spec can widen it exactly: its width
+    divides the config's, and so does the number of heads (the head size is kept); else None (other widths
+    are then named by :func:`_check_patch_embed`)."""
+    patch_embed = BACKBONE + str(spec.patch_weight)
+    if spec.widen is None or patch_embed not in source.state_dict or patch_embed not in reference:
+        return None
+    have, want = source.state_dict[patch_embed].shape[0], reference[patch_embed].shape[0]
+    heads = resolve_arch(cfg.model.backbone).get('num_heads')
+    if have >= want or want % have or not isinstance(heads, int) or heads % (want // have):
+        return None
+    return want // have
+
+
 def _check_patch_embed(source: PretrainedSource, reference: Mapping[str, torch.Tensor], spec: BackboneSpec) -> None:
     """Refuse another width, input channel count or patch size, named as such (read from the patch embedding)."""
     patch_embed = BACKBONE + str(spec.patch_weight)
@@ -432,6 +448,15 @@ def make_meta(source: str | os.PathLike, cfg: Config, blocks: Sequence[int] | No
     meta = layout.meta()
     source_stages = _source_stage_depths(pretrained, spec, cfg.model.backbone.type, len(meta.stage_depths))
     depth = sum(source_stages)
+    factor = _widening_factor(pretrained, reference, spec, cfg)
+    widened = spec.widen(pretrained.state_dict, factor) if factor else {}
+    if any(tuple(value.shape) != tuple(reference[key].shape) for key, value in widened.items() if key in reference):
+        factor = None  # widened, it still has other shapes (another FFN ratio): named as a narrower network below
+    if factor:
+        pretrained = dataclasses.replace(pretrained, state_dict=widened)
+        print_log(f'pretrained checkpoint {pretrained.path}: widened {factor} times to the config\'s width (heads '
+                  f'and FFN units duplicated, the same function), assuming it has '
+                  f'{resolve_arch(cfg.model.backbone)["num_heads"] // factor} heads', logger='current')
     _check_patch_embed(pretrained, reference, spec)
     if blocks is None:
         short = [stage for stage, (have, need) in enumerate(zip(source_stages, meta.stage_depths)) if have < need]
@@ -486,7 +511,8 @@ def make_meta(source: str | os.PathLike, cfg: Config, blocks: Sequence[int] | No
                               f'{" ".join(str(error).split())[:200]}') from error
 
     made_of = dict(checkpoint=str(pretrained.path), kind=pretrained.kind, weights=pretrained.weights, depth=depth,
-                   blocks=blocks, head='new' if misfit else 'reused', **pretraining_cost(pretrained, cost))
+                   blocks=blocks, head='new' if misfit else 'reused', **pretraining_cost(pretrained, cost),
+                   **({'widened': factor} if factor else {}))
     recorded = dict(zip(('recipe', 'fingerprint'), recipe)) if recipe else {}
     tag = Tag.of_layout('meta', layout.tag(), inputs=dict(pretrained=file_digest(pretrained.path)),
                         extra=dict(pretrained=made_of), **recorded)

@@ -20,7 +20,7 @@ Swin's ``absolute_pos_embed``) with the head, silently.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from mmengine.config import ConfigDict
 from mmpretrain.registry import MODELS
@@ -45,6 +45,8 @@ class BackboneSpec:
             backbone-relative key prefixes they have and a classifier's does not.
         zoo: the class attribute holding its named archs (mmpretrain's ``arch_zoo``; ConvNeXt's
             ``arch_settings``).
+        widen: ``widen(state_dict, factor)``, the classifier's state dict made ``factor`` times wider with the
+            same function (a pretrained network grown into a wider meta model), if the backbone can be widened.
     """
 
     #: Whether a block's settings depend on its place in the full model (then a meta model fits only the
@@ -54,7 +56,7 @@ class BackboneSpec:
     def __init__(self, naming: BlockNaming, classes: tuple[str, ...], arch_keys: tuple[str, ...], depth_key: str,
                  patch_weight: str | None = None, resized_on_load: tuple[str, ...] = (),
                  downstream_classes: tuple[str, ...] = (), added_on_load: tuple[str, ...] = (),
-                 zoo: str = 'arch_zoo') -> None:
+                 zoo: str = 'arch_zoo', widen: Callable[[Mapping, int], dict] | None = None) -> None:
         self.naming = naming
         self.classes = classes
         self.arch_keys = arch_keys
@@ -64,6 +66,7 @@ class BackboneSpec:
         self.downstream_classes = downstream_classes
         self.added_on_load = added_on_load
         self.zoo = zoo
+        self.widen = widen
 
     @property
     def name(self) -> str:

@@ -14,6 +14,7 @@ below; the official converter (:mod:`mmincubation.convert_official`) and the exp
 """
 from ..layout import BlockNaming
 from .base import BackboneSpec, register
+from .widening import widen_vit
 
 VIT = register(BackboneSpec(
     BlockNaming(
@@ -33,6 +34,7 @@ VIT = register(BackboneSpec(
     patch_weight='patch_embed.projection.weight',
     # the ViT interpolates its position embedding to the configured input size when loading
     resized_on_load=('pos_embed', ),
+    widen=widen_vit,
 ))
 
 #: The official (timm) key space; stem and tail prefixes decide which stage may hold a key.
