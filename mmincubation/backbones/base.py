@@ -43,6 +43,9 @@ class BackboneSpec:
         downstream_classes: registry names of the detection / segmentation versions of the backbone
             (mmdet's, mmseg's) that load this backbone's products, and ``added_on_load``: the
             backbone-relative key prefixes they have and a classifier's does not.
+        unused_on_load: backbone-relative key prefixes a classifier's backbone has and a downstream one of its
+            class may lack, leaving them unused on load (the norm of a mean-pooled classifier's pooled feature,
+            ``ln2``, in a backbone that returns feature maps).
         zoo: the class attribute holding its named archs (mmpretrain's ``arch_zoo``; ConvNeXt's
             ``arch_settings``).
     """
@@ -54,7 +57,7 @@ class BackboneSpec:
     def __init__(self, naming: BlockNaming, classes: tuple[str, ...], arch_keys: tuple[str, ...], depth_key: str,
                  patch_weight: str | None = None, resized_on_load: tuple[str, ...] = (),
                  downstream_classes: tuple[str, ...] = (), added_on_load: tuple[str, ...] = (),
-                 zoo: str = 'arch_zoo') -> None:
+                 unused_on_load: tuple[str, ...] = (), zoo: str = 'arch_zoo') -> None:
         self.naming = naming
         self.classes = classes
         self.arch_keys = arch_keys
@@ -63,6 +66,7 @@ class BackboneSpec:
         self.resized_on_load = resized_on_load
         self.downstream_classes = downstream_classes
         self.added_on_load = added_on_load
+        self.unused_on_load = unused_on_load
         self.zoo = zoo
 
     @property
