@@ -7,8 +7,8 @@
 # 3 blocks of stage 2, modules 1 and 2 = 9 blocks of stage 2 each, module 3 = the last 6 of stage 2 and stage
 # 3. Equal block counts are equal work: each downsampling halves the resolution and doubles the width, so a
 # block's pointwise convolutions (8 C^2 multiply-adds per position, 95 % of it) cost the same in every stage
-# and only its 7x7 depthwise one (49 C per position) halves from stage to stage: about 431, 421, 416 and
-# 414 MFLOPs per block in stages 0-3 at 224 px. Parameters do not follow: a block of stage s has 4^s times
+# and only its 7x7 depthwise one (49 C per position) halves from stage to stage: 433, 422, 417 and 414 MFLOPs
+# per block in stages 0-3 at 224 px (MMEngine's count). Parameters do not follow: a block of stage s has 4^s times
 # stage 0's, so the modules hold 9.1M, 19.1M, 19.1M and 41.2M parameters (module 3 with the head), and
 # activations do the opposite (a stage-0 block holds 8 times a stage-2 block's), so module 0's hybrid needs
 # the most memory per block. Each downsampling layer goes with the module holding its stage's first block
