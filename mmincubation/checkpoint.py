@@ -264,7 +264,7 @@ _CONTENTS = {
 
 def load_fitting(path: str | os.PathLike, reference: Mapping[str, object], holds: str,
                  num_modules: int | None = None, prefix: str = '', resizable: tuple[str, ...] = (),
-                 optional: tuple[str, ...] = ()) -> dict:
+                 optional: tuple[str, ...] = (), unused: tuple[str, ...] = ()) -> dict:
     """Load ``path`` and check that it holds ``holds`` of the model whose state dict is ``reference``.
 
     Args:
@@ -280,6 +280,8 @@ def load_fitting(path: str | os.PathLike, reference: Mapping[str, object], holds
             resizes them on loading (mmpretrain's ViT interpolates ``pos_embed`` to its input size).
         optional: prefixes of ``reference`` keys the file may lack because the model adds them to
             what it loads (a downstream Swin's output norms of the earlier stages).
+        unused: prefixes of the file's keys (after removing ``prefix``) that ``reference`` may lack because
+            the model leaves them unused (a mean-pooled EVA-02 classifier's ``ln2`` in a feature-map backbone).
 
     Returns:
         The loaded checkpoint, as :func:`load_weights` returns it.
@@ -307,6 +309,7 @@ def load_fitting(path: str | os.PathLike, reference: Mapping[str, object], holds
                                   f'{list(tag.layout)}), the config asks for {num_modules}')
     state_dict = {key[len(prefix):]: value for key, value in checkpoint['state_dict'].items()
                   if key.startswith(prefix)}
+    state_dict = {key: value for key, value in state_dict.items() if key in reference or not key.startswith(unused)}
     state_dict.update({key: reference[key] for key in resizable if key in state_dict and key in reference})
     state_dict.update({key: value for key, value in reference.items()
                        if key.startswith(optional) and key not in state_dict})

@@ -49,15 +49,20 @@ def input_shape(cfg: Config, size: Sequence[int] | None = None) -> tuple[int, in
     """
     backbone = cfg.model.backbone
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmpretrain')):
-        parameters = inspect.signature(MODELS.get(backbone.type)).parameters
+        backbone_cls = MODELS.get(backbone.type)
+    # a subclass may pass a setting on to its parent through **kwargs (ViTEVA02's in_channels): the first class
+    # of its MRO that names the setting gives the default
+    signatures = [inspect.signature(cls.__init__).parameters for cls in backbone_cls.__mro__ if '__init__' in vars(cls)]
 
     def setting(name: str) -> object:
         if name in backbone:
             return backbone[name]
-        if name in parameters and parameters[name].default is not inspect.Parameter.empty:
-            return parameters[name].default
-        raise ValueError(f'model.backbone ({backbone.type}) has no {name} setting and its class no default: set '
-                         f'model.backbone.{name} (channels and size of the input images)')
+        for parameters in signatures:
+            if name in parameters and parameters[name].default is not inspect.Parameter.empty:
+                return parameters[name].default
+        how = '--shape H [W]' if name == 'img_size' else f'model.backbone.{name}'
+        raise ValueError(f'model.backbone ({backbone.type}) has no {name} setting and its class no default: give '
+                         f'{how} (channels and size of the input images)')
 
     if size is None:
         image_size = setting('img_size')

@@ -286,15 +286,15 @@ def test_the_tools_export_a_product(product, tmp_path):
 
 @needs_data
 def test_a_real_product_gives_timm_logits_through_timms_data_config(tmp_path, data_root):
-    """The tiny pipeline's assembled product, exported, classifies real test images as mmpretrain does, with the
-    input normalised as timm's data config says (0-1 pixels) rather than by mmpretrain's preprocessor."""
+    """The tiny pipeline's E2E product (one phase: the cheapest real product), exported, classifies real test
+    images as mmpretrain does, the input normalised as timm's data config says (0-1 pixels), not by mmpretrain."""
     config = tmp_path / 'tiny.py'
     config.write_text(tiny_pipeline(data_root, indices=256, epochs=1, drop_path=0.0))
     cfg = Config.fromfile(str(config))
     cfg.work_dir = str(tmp_path / 'work')
-    IncubationRunner(cfg, phases=('meta', 'incubate', 'assemble')).train()
-    product = tmp_path / 'work' / 'assembled.pth'
-    out, _, spec = export_timm_file(cfg, product, tmp_path / 'assembled.safetensors')
+    IncubationRunner(cfg, phases=('e2e', )).train()
+    product = tmp_path / 'work' / 'e2e' / 'e2e.pth'
+    out, _, spec = export_timm_file(cfg, product, tmp_path / 'e2e.safetensors')
     theirs = timm_model(spec, load_file(out))
     data = timm.data.resolve_data_config(model=theirs)
     assert theirs.pretrained_cfg['label_names'][0] == 'T-shirt/top'

@@ -237,6 +237,7 @@ def test_the_metafiles_parameters_are_those_of_the_configs_models(load):
 
 
 @pytest.mark.parametrize('name', ['incubate_demo_fashion_mnist', 'incubate_demo_fashion_mnist_swin',
+                                  'incubate_demo_fashion_mnist_eva02', 'incubate_demo_fashion_mnist_convnext',
                                   'incubate_deep-vit-16x32-p7_fashion-mnist'])
 def test_the_metafiles_flops_are_mmengines_count_of_one_image(load, name):
     """The small models, recounted on the CPU for one 28x28 grey image (the ImageNet ones take minutes)."""

@@ -43,6 +43,9 @@ class BackboneSpec:
         downstream_classes: registry names of the detection / segmentation versions of the backbone
             (mmdet's, mmseg's) that load this backbone's products, and ``added_on_load``: the
             backbone-relative key prefixes they have and a classifier's does not.
+        unused_on_load: backbone-relative key prefixes a classifier's backbone has and a downstream one of its
+            class may lack, leaving them unused on load (the norm of a mean-pooled classifier's pooled feature,
+            ``ln2``, in a backbone that returns feature maps).
         zoo: the class attribute holding its named archs (mmpretrain's ``arch_zoo``; ConvNeXt's
             ``arch_settings``).
         widen: ``widen(state_dict, factor)``, the classifier's state dict made ``factor`` times wider with the
@@ -56,7 +59,8 @@ class BackboneSpec:
     def __init__(self, naming: BlockNaming, classes: tuple[str, ...], arch_keys: tuple[str, ...], depth_key: str,
                  patch_weight: str | None = None, resized_on_load: tuple[str, ...] = (),
                  downstream_classes: tuple[str, ...] = (), added_on_load: tuple[str, ...] = (),
-                 zoo: str = 'arch_zoo', widen: Callable[[Mapping, int], dict] | None = None) -> None:
+                 unused_on_load: tuple[str, ...] = (), zoo: str = 'arch_zoo',
+                 widen: Callable[[Mapping, int], dict] | None = None) -> None:
         self.naming = naming
         self.classes = classes
         self.arch_keys = arch_keys
@@ -65,6 +69,7 @@ class BackboneSpec:
         self.resized_on_load = resized_on_load
         self.downstream_classes = downstream_classes
         self.added_on_load = added_on_load
+        self.unused_on_load = unused_on_load
         self.zoo = zoo
         self.widen = widen
 

@@ -25,4 +25,7 @@ EVA02 = register(BackboneSpec(
     depth_key='num_layers',
     patch_weight='patch_embed.projection.weight',
     resized_on_load=('pos_embed', ),  # as the ViT (its parent class) interpolates it
+    # mmpretrain's EVA-02 classifiers pool the tokens (out_type='avg_featmap') and normalise the pooled feature
+    # (ln2); a segmentation backbone returning feature maps has no ln2 and leaves it unused
+    unused_on_load=('ln2.', ),
 ))

@@ -51,7 +51,8 @@ def check_pretrained_backbone(cfg: Config) -> None:
         CheckpointError: naming the file when it is missing (with the settings to change), unreadable,
             a single module / meta model / hybrid (by its mmincubation tag), or its keys under the
             init_cfg's ``prefix`` miss, add to or mis-shape the backbone's (``pos_embed`` may differ
-            in size: the ViT interpolates it), or its patch embedding takes other image channels than
+            in size: the ViT interpolates it; the file may have the keys its spec's ``unused_on_load`` names,
+            EVA-02's ``ln2``), or its patch embedding takes other image channels than
             the backbone and the backbone does not inflate them (or cannot: neither side has 1 channel).
     """
     backbone = cfg.model.get('backbone') or {}
@@ -73,7 +74,8 @@ def check_pretrained_backbone(cfg: Config) -> None:
     patch_weight = spec.patch_weight if spec else None
     checkpoint = load_fitting(init_cfg['checkpoint'], reference, holds='full', prefix=init_cfg.get('prefix', ''),
                               resizable=(spec.resized_on_load + ((patch_weight, ) if patch_weight else ())) if spec
-                              else (), optional=spec.added_on_load if spec else ())
+                              else (), optional=spec.added_on_load if spec else (),
+                              unused=spec.unused_on_load if spec else ())
     weight = checkpoint['state_dict'].get(init_cfg.get('prefix', '') + str(patch_weight))
     if weight is None or patch_weight not in reference:
         return
