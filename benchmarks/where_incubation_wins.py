@@ -8,6 +8,10 @@ pretraining included), with the ordinary pipeline command ``tools/train.py CONFI
   scratch   Deep Incubation as in the paper: meta model -> K modules from scratch -> assemble -> fine-tune
   grown     the same pipeline with ``incubation.module_init='meta'`` (modules grown from the meta model),
             sharing the scratch run's meta model
+  stack     the growth peer G_stack: the scratch run's meta model, its K blocks stacked to the full depth,
+            then end to end for the budget left after the meta model
+  grow      every module grown from that meta model at once (as grown modules are), then end to end: what
+            incubation's independent module jobs add over growing
   e2e       the full model trained end to end
 references at the deep setting (where a user must see whether the deep model pays at all):
   meta      the K-block meta model trained end to end for the whole budget
@@ -47,8 +51,13 @@ from mmincubation.engine.runner.records import method_results  # noqa: E402
 
 CONFIG = ROOT / 'configs' / 'benchmarks' / 'incubate_deep-vit-16x32-p7_fashion-mnist.py'
 NUM_MODULES = 4
-METHODS = ('scratch', 'grown', 'e2e', 'meta', 'shallow', 'shallow-epochs')
-LABELS = {'scratch': 'incubation (scratch modules)', 'grown': 'incubation (grown modules)', 'e2e': 'E2E',
+#: The ways to train the deep model at equal cost, then the references.
+MAIN = ('scratch', 'grown', 'stack', 'grow', 'e2e')
+METHODS = MAIN + ('meta', 'shallow', 'shallow-epochs')
+#: The methods that share the scratch run's meta model.
+SHARE_META = ('grown', 'stack', 'grow')
+LABELS = {'scratch': 'incubation (scratch modules)', 'grown': 'incubation (grown modules)',
+          'stack': 'stack (G_stack) + E2E', 'grow': 'grow all modules + E2E', 'e2e': 'E2E',
           'meta': 'meta model alone (ref.)', 'shallow': '4x shallower E2E (ref.)',
           'shallow-epochs': '4x shallower, E2E epochs'}
 
@@ -103,24 +112,36 @@ def commands(setting: Setting, method: str, schedule: Schedule, config: Path, tr
                   f'incubation.module_init={"meta" if method == "grown" else "scratch"}']
         return [[*train, '--phase', 'meta', 'incubate', 'assemble', 'finetune', '--work-dir', str(work_dir),
                  '--cfg-options', *common_options(setting, setting.depth, train_images), *epochs]]
+    if method in ('stack', 'grow'):  # the budget left after the meta model, in the full model's epochs
+        left = block_epochs(schedule, setting.module_depths()) - NUM_MODULES * schedule.meta
+        return [[*train, '--phase', method, '--work-dir', str(work_dir), '--cfg-options',
+                 *common_options(setting, setting.depth, train_images),
+                 f'incubation.{method}.train_cfg.max_epochs={math.ceil(left / setting.depth)}']]
     blocks, epochs = e2e_runs(setting, schedule)[method]
     return [[*train, '--phase', 'e2e', '--work-dir', str(work_dir), '--cfg-options',
              *common_options(setting, blocks, train_images), f'incubation.e2e.train_cfg.max_epochs={epochs}']]
 
 
 def product(work_dir: Path, method: str) -> Path:
-    return Phase('finetune' if method in ('scratch', 'grown') else 'e2e').product(work_dir)
+    return Phase('finetune' if method in ('scratch', 'grown') else method if method in ('stack', 'grow')
+                 else 'e2e').product(work_dir)
+
+
+def method_of(method: str) -> str:
+    """The pipeline method (:data:`mmincubation.phases.METHODS`) whose result a benchmark method is."""
+    return 'incubation' if method in ('scratch', 'grown') else method if method in ('stack', 'grow') else 'e2e'
 
 
 def run_method(setting: Setting, method: str, schedule: Schedule, config: Path, train_images: int, out: Path,
                threads: int, train: bool = True) -> dict | None:
     """Train (or reuse: the pipeline skips finished phases) one method at one setting; ``grown`` copies the
-    scratch run's meta model first. With ``train=False`` only a finished run is read (else None)."""
+    scratch run's meta model first, as ``stack`` and ``grow`` do. With ``train=False`` only a finished run is read
+    (else None)."""
     work_dir = out / setting.name(schedule) / method
     if not product(work_dir, method).is_file() and not train:
         return None
     if train:
-        if method == 'grown':  # same meta model as the scratch run: only module initialisation differs
+        if method in SHARE_META:  # the scratch run's meta model: only what is made of it differs
             scratch_meta = Phase('meta').product(out / setting.name(schedule) / 'scratch')
             if not scratch_meta.is_file():
                 raise FileNotFoundError(f'{scratch_meta}: the scratch run must train the meta model first')
@@ -132,7 +153,7 @@ def run_method(setting: Setting, method: str, schedule: Schedule, config: Path, 
         with open(work_dir / 'run.log', 'a') as log:
             for command in commands(setting, method, schedule, config, train_images, out):
                 subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
-    result = method_results(work_dir)['e2e' if method not in ('scratch', 'grown') else 'incubation']
+    result = method_results(work_dir)[method_of(method)]
     if result['top1'] is None:  # killed before its test: the next run without --finished-only tests it
         return None
     print(f'  {setting.name(schedule)} {method:<15} top-1 {result["top1"]:6.2f}  '
@@ -149,14 +170,15 @@ def plan(depths: list[int], seeds: list[int], budgets: list[float], main_depth: 
     others += [Setting(main_depth, seeds[0], f, main_budget) for f in fractions if f != 1.0]
     settings = [Setting(main_depth, s, 1.0, main_budget) for s in seeds]  # the main setting first, then cheap first
     settings = list(dict.fromkeys(settings + sorted(others, key=lambda s: s.depth * s.budget * s.fraction)))
-    jobs = [(setting, method) for setting in settings for method in METHODS[:3]]
+    jobs = [(setting, method) for setting in settings for method in MAIN]
     # The references last (the meta model's many short epochs are slow for their cost): first seed, main depth.
-    return jobs + [(setting, method) for setting in settings for method in METHODS[3:]
+    return jobs + [(setting, method) for setting in settings for method in METHODS[len(MAIN):]
                    if refs and setting.depth == main_depth and setting.seed == seeds[0] and setting.fraction == 1.0]
 
 
 def run_all(jobs: list[tuple[Setting, str]], schedules: dict, args: argparse.Namespace) -> list[dict]:
-    """Run the jobs on ``args.jobs`` workers; a ``grown`` job waits for its setting's ``scratch`` job."""
+    """Run the jobs on ``args.jobs`` workers; a job that shares the meta model waits for its setting's ``scratch``
+    job."""
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     progress, lock, started = Progress(len(jobs), noun='run', workers=args.jobs), threading.Lock(), [0]
 
@@ -166,9 +188,9 @@ def run_all(jobs: list[tuple[Setting, str]], schedules: dict, args: argparse.Nam
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = {}
-        for setting, method in jobs:  # a setting's grown run comes after its scratch run (plan order)
+        for setting, method in jobs:  # a setting's runs sharing the meta model come after its scratch run
             def job(setting=setting, method=method):
-                if method == 'grown' and (setting, 'scratch') in futures:
+                if method in SHARE_META and (setting, 'scratch') in futures:
                     futures[setting, 'scratch'].result()
                 with lock:
                     started[0] += 1
@@ -201,18 +223,32 @@ def summarize(records: list[dict]) -> list[dict]:
     return rows
 
 
+def paired(winner: dict, other: dict) -> tuple[float, float | None]:
+    """Mean and spread (sample std) of the per-seed differences ``winner - other`` over the seeds both ran;
+    no spread with one seed."""
+    by_seed = dict(zip(other['seeds'], other['top1']))
+    differences = [top1 - by_seed[seed] for seed, top1 in zip(winner['seeds'], winner['top1']) if seed in by_seed]
+    return statistics.fmean(differences), statistics.stdev(differences) if len(differences) > 1 else None
+
+
 def verdicts(rows: list[dict]) -> list[str]:
-    """Per setting: the best of the three ways to train the deep model, and its margin over the others."""
+    """Per setting: the best way to train the deep model at equal cost, and its paired margin over each other;
+    a margin inside its seeds' spread is called a tie (with one seed there is no spread to judge by)."""
     lines = []
     settings = dict.fromkeys((r['depth'], r['fraction'], r['budget']) for r in rows)
     for depth, fraction, budget in settings:
         found = {r['method']: r for r in rows if (r['depth'], r['fraction'], r['budget']) == (depth, fraction, budget)}
-        ranked = sorted((m for m in ('scratch', 'grown', 'e2e') if m in found), key=lambda m: -found[m]['top1_mean'])
-        margins = ', '.join(f'{found[ranked[0]]["top1_mean"] - found[m]["top1_mean"]:+.2f} over {LABELS[m]}'
-                            for m in ranked[1:])
+        ranked = sorted((m for m in MAIN if m in found), key=lambda m: -found[m]['top1_mean'])
+        margins = []
+        for other in ranked[1:]:
+            mean, spread = paired(found[ranked[0]], found[other])
+            call = ('one seed' if spread is None else 'a tie' if mean <= spread else 'a win')
+            margins.append(f'{mean:+.2f}' + ('' if spread is None else f' +- {spread:.2f}')
+                           + f' over {LABELS[other]} ({call})')
         refs = [m for m in ('meta', 'shallow') if m in found and found[m]['top1_mean'] > found[ranked[0]]['top1_mean']]
-        lines.append(f'depth {depth}, {round(fraction * 100)}% data, budget {budget:g}: {LABELS[ranked[0]]} wins '
-                     f'({margins})' + (f'; but {" and ".join(LABELS[m] for m in refs)} beat(s) it' if refs else ''))
+        lines.append(f'depth {depth}, {round(fraction * 100)}% data, budget {budget:g}: {LABELS[ranked[0]]} is best '
+                     f'({"; ".join(margins)})' + (f'; but {" and ".join(LABELS[m] for m in refs)} beat(s) it'
+                                                   if refs else ''))
     return lines
 
 

@@ -112,13 +112,15 @@ def test_where_incubation_wins_plans_the_grid_once_and_its_overrides_reach_the_p
     assert len(jobs) == len(set(jobs))
     deep_main = [m for s, m in jobs if s == Setting(64, 0, 1.0, 1.0)]
     assert deep_main == list(METHODS)  # references at the main depth, first seed, full data
-    assert [m for s, m in jobs if s == Setting(64, 1, 1.0, 1.0)] == ['scratch', 'grown', 'e2e']
-    assert {m for s, m in jobs if s == Setting(64, 0, 0.25, 1.0)} == {'scratch', 'grown', 'e2e'}
-    assert {m for s, m in jobs[:3]} == {'scratch', 'grown', 'e2e'} and jobs[-1][1] == 'shallow-epochs'
-    assert [m for _, m in jobs].index('grown') > [m for _, m in jobs].index('scratch')
+    main = ['scratch', 'grown', 'stack', 'grow', 'e2e']
+    assert [m for s, m in jobs if s == Setting(64, 1, 1.0, 1.0)] == main
+    assert {m for s, m in jobs if s == Setting(64, 0, 0.25, 1.0)} == set(main)
+    assert {m for s, m in jobs[:5]} == set(main) and jobs[-1][1] == 'shallow-epochs'
+    for sharing in ('grown', 'stack', 'grow'):  # after the scratch run whose meta model they share
+        assert [m for _, m in jobs].index(sharing) > [m for _, m in jobs].index('scratch')
     assert {s.seed for s, _ in jobs if (s.depth, s.budget, s.fraction) == (64, 1.0, 1.0)} == {0, 1, 2}
     assert {s.seed for s, _ in jobs if s.depth == 16} == {0} and {s.fraction for s, _ in jobs} == {1.0, 0.25}
-    assert [m for s, m in jobs if s == Setting(16, 0, 1.0, 0.5)] == ['scratch', 'grown', 'e2e']
+    assert [m for s, m in jobs if s == Setting(16, 0, 1.0, 0.5)] == main
 
     setting = Setting(64, 2, 0.25, 1.0)
     schedule = Schedule.equal_cost(6, 2, 2, setting.module_depths())
@@ -133,3 +135,19 @@ def test_where_incubation_wins_plans_the_grid_once_and_its_overrides_reach_the_p
     e2e = phase_recipe(cfg, 'e2e')
     assert e2e.model.backbone.arch['num_layers'] == 16
     assert e2e.train_cfg.max_epochs * 16 >= (4 * 6 + 4 * (3 + 16) * 2 + 64 * 2)
+    for peer in ('stack', 'grow'):  # the budget left after the meta model, rounded up to whole epochs
+        command = commands(setting, peer, schedule, CONFIG, 5000, tmp_path)[0]
+        assert command[command.index('--phase') + 1] == peer
+        recipe = phase_recipe(_with_options(CONFIG, command[command.index('--cfg-options') + 1:]), peer)
+        left = 4 * (3 + 16) * 2 + 64 * 2
+        assert left <= recipe.train_cfg.max_epochs * 64 < left + 64
+        assert recipe.model.growth == peer and recipe.model.backbone.arch['num_layers'] == 64
+
+
+def test_where_incubation_wins_calls_a_margin_inside_the_seed_spread_a_tie():
+    from benchmarks.where_incubation_wins import verdicts
+    rows = [dict(depth=16, fraction=1.0, budget=1.0, method=m, top1_mean=sum(t) / 3, top1=t, seeds=[0, 1, 2])
+            for m, t in (('grown', [80.0, 81.0, 82.0]), ('stack', [79.0, 81.5, 81.0]), ('e2e', [70.0, 71.0, 72.0]))]
+    (line, ) = verdicts(rows)
+    assert line.startswith('depth 16, 100% data, budget 1: incubation (grown modules) is best')
+    assert 'over stack (G_stack) + E2E (a tie)' in line and '+10.00 +- 0.00 over E2E (a win)' in line
