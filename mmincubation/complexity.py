@@ -30,7 +30,7 @@ from mmpretrain.registry import MODELS
 
 from .engine.runner.phase_config import build_layout, phase_layout, phase_recipe
 from .layout import ModuleLayout
-from .phases import Phase, all_phases
+from .phases import DEFAULT_METHODS, Phase, all_phases, phases_of
 
 #: What each kind of network a phase trains is called (``PhaseSpec.checkpoint_holds``, else ``holds``).
 NETWORKS = {'meta': 'meta model', 'hybrid': 'hybrid', 'full': 'full model'}
@@ -121,7 +121,7 @@ class PhaseComplexity:
 
 
 def phase_complexity(cfg: Config, size: Sequence[int] | None = None) -> list[PhaseComplexity]:
-    """The network of every phase of the pipeline ``cfg`` (:func:`~mmincubation.phases.all_phases`, in order), each
+    """The network of every phase of the pipeline ``cfg`` runs (its ``incubation.methods``' phases, in order), each
     built from its recipe and counted for one image (:func:`input_shape` of ``cfg``, ``size`` if given).
 
     A model config met before (the assembly's is the fine-tune's) is counted once; any difference, even in drop
@@ -136,7 +136,8 @@ def phase_complexity(cfg: Config, size: Sequence[int] | None = None) -> list[Pha
     shape = input_shape(cfg, size)
     counted: dict[str, Complexity] = {}
     rows = []
-    for phase in all_phases(layout.num_modules):
+    ran = phases_of((cfg.get('incubation') or {}).get('methods', DEFAULT_METHODS))
+    for phase in [phase for phase in all_phases(layout.num_modules) if phase.name in ran]:
         recipe = phase_recipe(cfg, 'finetune' if phase.name == 'assemble' else phase.name, phase.module)
         network = phase_layout(layout, phase.name, phase.module)
         key = json.dumps(recipe.model.to_dict(), sort_keys=True, default=repr)
