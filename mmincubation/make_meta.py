@@ -377,9 +377,10 @@ def _check_patch_embed(source: PretrainedSource, reference: Mapping[str, torch.T
     found, wanted = tuple(source.state_dict[patch_embed].shape), tuple(reference[patch_embed].shape)
     if len(found) != 4 or found == wanted:
         return
-    what = [f'width {found[0]} vs the config\'s {wanted[0]} (model.backbone.arch.embed_dims)'] * (found[0] != wanted[0])
+    width, patch_size = spec.patch_settings
+    what = [f'width {found[0]} vs the config\'s {wanted[0]} (model.backbone.{width})'] * (found[0] != wanted[0])
     what += [f'{found[1]} input channels vs {wanted[1]} (model.backbone.in_channels)'] * (found[1] != wanted[1])
-    what += [f'patch size {found[2]}x{found[3]} vs {wanted[2]}x{wanted[3]} (model.backbone.patch_size)'] * (
+    what += [f'patch size {found[2]}x{found[3]} vs {wanted[2]}x{wanted[3]} (model.backbone.{patch_size})'] * (
         found[2:] != wanted[2:])
     raise CheckpointError(f'pretrained checkpoint {source.path} ({source.kind}) does not fit the config: '
                           f'{"; ".join(what)} ({patch_embed} {found} vs {wanted})')

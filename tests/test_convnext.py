@@ -3,6 +3,7 @@ end to end through its own spec."""
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,10 @@ from mmengine.config import Config
 from mmpretrain.registry import MODELS
 
 from mmincubation.backbones import CONVNEXT, spec_of
-from mmincubation.checkpoint import META_KEY, save_atomic
+from mmincubation.checkpoint import META_KEY, CheckpointError, save_atomic
 from mmincubation.datasets.fashion_mnist import DEBIAN_ROOT
 from mmincubation.engine.runner import build_layout, phase_recipe
+from mmincubation.engine.runner.fit_checks import check_pretrained_backbone
 from mmincubation.engine.runner.records import load_records
 from mmincubation.layout import BlockNaming, LayoutError
 from mmincubation.make_meta import make_meta
@@ -94,6 +96,26 @@ def test_make_meta_from_a_pretrained_convnext_takes_blocks_of_each_stage(tmp_pat
     with pytest.raises(LayoutError, match=r'must give each stage as many blocks as the meta model has there: '
                                           r'\[1, 2, 1\]'):
         make_meta(path, cfg, blocks=[0, 1, 7, 8])
+
+
+def test_a_convnext_of_another_stem_or_width_is_refused_naming_convnexts_settings(tmp_path) -> None:
+    """make_meta and the downstream fit check name ConvNeXt's own settings, not a ViT's (``arch.embed_dims``,
+    ``patch_size``: ConvNeXt has neither)."""
+    cfg = demo_cfg()
+    for change, named in ((dict(stem_patch_size=4), 'stem_patch_size'),
+                          (dict(arch=dict(depths=[2, 4, 2], channels=[48, 64, 128])), 'arch.channels[0]')):
+        source_cfg = copy.deepcopy(cfg.model)
+        source_cfg.backbone.update(change)
+        path = save_atomic(dict(state_dict=MODELS.build(source_cfg).state_dict()), tmp_path / f'{named}.pth')
+        with pytest.raises(CheckpointError, match=re.escape(f'(model.backbone.{named})')):
+            make_meta(path, cfg)
+    # downstream: only the stem's patch differs (the fit check leaves the patch embedding's shape to this test)
+    downstream = Config(dict(model=copy.deepcopy(cfg.model)))
+    downstream.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=str(tmp_path / 'stem_patch_size.pth'),
+                                              prefix='backbone.')
+    with pytest.raises(CheckpointError, match=re.escape('(model.backbone.arch.channels[0], '
+                                                        'model.backbone.stem_patch_size)')):
+        check_pretrained_backbone(downstream)
 
 
 @pytest.fixture(scope='module')

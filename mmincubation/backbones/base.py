@@ -38,6 +38,8 @@ class BackboneSpec:
         depth_key: the ``arch`` key holding the depth (an int for one stage, a list per stage).
         patch_weight: backbone-relative key of the patch embedding's convolution weight,
             ``(width, input channels, patch height, patch width)``, if the backbone has one.
+        patch_settings: the ``model.backbone`` settings giving that weight's width and patch size, named when
+            a checkpoint's differ (a ViT's ``arch.embed_dims`` and ``patch_size``).
         resized_on_load: backbone-relative keys the backbone resizes itself when loading a checkpoint
             (a ViT interpolates its position embedding to the configured input size).
         downstream_classes: registry names of the detection / segmentation versions of the backbone
@@ -60,12 +62,14 @@ class BackboneSpec:
                  patch_weight: str | None = None, resized_on_load: tuple[str, ...] = (),
                  downstream_classes: tuple[str, ...] = (), added_on_load: tuple[str, ...] = (),
                  unused_on_load: tuple[str, ...] = (), zoo: str = 'arch_zoo',
+                 patch_settings: tuple[str, str] = ('arch.embed_dims', 'patch_size'),
                  widen: Callable[[Mapping, int], dict] | None = None) -> None:
         self.naming = naming
         self.classes = classes
         self.arch_keys = arch_keys
         self.depth_key = depth_key
         self.patch_weight = patch_weight
+        self.patch_settings = patch_settings
         self.resized_on_load = resized_on_load
         self.downstream_classes = downstream_classes
         self.added_on_load = added_on_load

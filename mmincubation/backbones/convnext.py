@@ -59,4 +59,5 @@ CONVNEXT = register(ConvNeXtSpec(
     patch_weight='downsample_layers.0.0.weight',
     added_on_load=('norm0.', 'norm1.', 'norm2.'),
     zoo='arch_settings',
+    patch_settings=('arch.channels[0]', 'stem_patch_size'),
 ))

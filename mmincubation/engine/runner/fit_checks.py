@@ -81,9 +81,10 @@ def check_pretrained_backbone(cfg: Config) -> None:
         return
     expected = tuple(reference[patch_weight].shape)
     if tuple(weight.shape[:1] + weight.shape[2:]) != expected[:1] + expected[2:]:  # only the channels may differ
+        width, patch_size = spec.patch_settings
         raise CheckpointError(f'checkpoint {path}: the patch embedding ({patch_weight}) has shape '
                               f'{tuple(weight.shape)}, the backbone {expected}: another width or patch size '
-                              '(model.backbone.patch_size)')
+                              f'(model.backbone.{width}, model.backbone.{patch_size})')
     have, want = weight.shape[1], expected[1]
     if have == want or (isinstance(model.backbone, InflatingVisionTransformer) and inflatable(have, want)):
         return
