@@ -304,10 +304,21 @@ def test_the_official_converter_refuses_a_swin_config(tmp_path) -> None:
     assert not (tmp_path / 'out.pth').exists()
 
 
-def test_vit_output_blocks_beyond_a_phase_networks_depth_are_named() -> None:
+def test_vit_output_blocks_of_the_full_model_are_not_silently_other_blocks_of_a_phase_network() -> None:
     cfg = Config.fromfile(str(ROOT / 'configs' / 'incubate_demo_fashion_mnist.py'))
-    cfg.model.backbone.out_indices = (3, 7)
-    assert list(build_on_meta(phase_recipe(cfg, 'finetune')).backbone.out_indices) == [3, 7]
+    cfg.model.backbone.out_indices = [1, -1]  # a list: mmpretrain turns negative indices positive in place
+    assert list(build_on_meta(phase_recipe(cfg, 'finetune')).backbone.out_indices) == [1, 7]
+    # block 1 of the 8-block model is not block 1 of the 4-block meta model or of a 5-block hybrid
+    for phase, module, blocks in (('meta', None, 4), ('incubate', 2, 5)):
+        with pytest.raises(LayoutError, match=rf'model.backbone.out_indices \[1, -1\] name blocks \[1\] of the full '
+                                              rf'model \(8 blocks\); in a network of {blocks} blocks'):
+            phase_recipe(cfg, phase, module)
+    cfg.model.backbone.out_indices = -1  # the last block: the same in every phase
+    assert phase_recipe(cfg, 'meta').model.backbone.out_indices == -1
+    # set for the phase itself, they count its network's blocks; beyond its depth, they are named
+    cfg.incubation.meta.model = dict(backbone=dict(out_indices=(1, 3)))
+    assert list(build_on_meta(phase_recipe(cfg, 'meta')).backbone.out_indices) == [1, 3]
+    cfg.incubation.meta.model = dict(backbone=dict(out_indices=(3, 7)))
     with pytest.raises(LayoutError, match=r'model.backbone.out_indices \[3, 7\] name blocks \[7\] that a network of '
                                           r'4 blocks \(layout \(1, 1, 1, 1\)\) does not have'):
         phase_recipe(cfg, 'meta')

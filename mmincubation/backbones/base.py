@@ -108,22 +108,34 @@ class BackboneSpec:
         """Blocks of each stage of the configured backbone."""
         return (int(self.resolve_arch(backbone)[self.depth_key]), )
 
-    def set_layout(self, backbone: ConfigDict, layout: ModuleLayout, full: ModuleLayout) -> None:
+    def set_layout(self, backbone: ConfigDict, layout: ModuleLayout, full: ModuleLayout,
+                   phase_outputs: bool = False) -> None:
         """Give the backbone config the depths of ``layout`` (``full`` itself, its meta model or a hybrid).
 
+        ``phase_outputs``: the phase's own section sets ``out_indices`` (they then count the phase network's
+        blocks); else they are the full model's, and only ``-1``, the last block, is the same block in a meta
+        model or hybrid.
+
         Raises:
-            LayoutError: ``model.backbone.out_indices`` name blocks the smaller network does not have.
+            LayoutError: ``model.backbone.out_indices`` name blocks the smaller network does not have, or
+                full-model blocks that are other blocks in it.
         """
         arch = self.resolve_arch(backbone)
         arch[self.depth_key] = layout.total_depth
         backbone.arch = arch
         out_indices = backbone.get('out_indices', -1)
         out_indices = [out_indices] if isinstance(out_indices, int) else list(out_indices)
+        moved = [i for i in out_indices if i != -1] if layout != full and not phase_outputs else []
+        if moved:
+            raise LayoutError(f'model.backbone.out_indices {out_indices} name blocks {moved} of the full model '
+                              f'({full.total_depth} blocks); in a network of {layout.total_depth} blocks (layout '
+                              f'{layout.depths}) those indices are other blocks: use -1 (the last block, the same '
+                              'in every phase) or set out_indices for this phase in `incubation` (e.g. '
+                              'incubation.meta.model.backbone.out_indices)')
         beyond = [i for i in out_indices if not -layout.total_depth <= i < layout.total_depth]
         if beyond:
             raise LayoutError(f'model.backbone.out_indices {out_indices} name blocks {beyond} that a network of '
-                              f'{layout.total_depth} blocks (layout {layout.depths}) does not have; give the output '
-                              'blocks counted from the end (e.g. -1) or set out_indices per phase in `incubation`')
+                              f'{layout.total_depth} blocks (layout {layout.depths}) does not have')
 
 
 #: Specs by backbone kind (the tag's ``backbone`` field), in the order they were registered.
@@ -197,7 +209,9 @@ def spec_of(backbone: Mapping) -> BackboneSpec:
             f'model.backbone.type={backbone.get("type")!r} ({backbone_cls.__module__}.{backbone_cls.__qualname__}) '
             f'has no backbone spec; Deep Incubation serves exactly {served}. A subclass is not served by its '
             "parent's spec: add its registry name to that spec's classes (mmincubation/backbones/<kind>.py) if its "
-            'state dict and blocks are the parent\'s, else write a spec file for it there')
+            'state dict and blocks are the parent\'s, else write a spec file for it there; from your own project, '
+            'call mmincubation.backbones.register(BackboneSpec(...)) in a module your config\'s custom_imports '
+            'names')
     return spec
 
 

@@ -29,7 +29,8 @@ class ConvNeXtSpec(BackboneSpec):
     def stage_depths(self, backbone) -> tuple[int, ...]:
         return tuple(int(depth) for depth in self.resolve_arch(backbone)['depths'])
 
-    def set_layout(self, backbone: ConfigDict, layout: ModuleLayout, full: ModuleLayout) -> None:
+    def set_layout(self, backbone: ConfigDict, layout: ModuleLayout, full: ModuleLayout,
+                   phase_outputs: bool = False) -> None:
         """Raises:
             LayoutError: ``model.backbone.out_indices`` with negative entries for a backbone of other than
                 4 stages (mmpretrain's ConvNeXt counts them from 4).

@@ -29,7 +29,8 @@ class SwinSpec(BackboneSpec):
     def stage_depths(self, backbone) -> tuple[int, ...]:
         return tuple(int(depth) for depth in self.resolve_arch(backbone)['depths'])
 
-    def set_layout(self, backbone: ConfigDict, layout: ModuleLayout, full: ModuleLayout) -> None:
+    def set_layout(self, backbone: ConfigDict, layout: ModuleLayout, full: ModuleLayout,
+                   phase_outputs: bool = False) -> None:
         arch = self.resolve_arch(backbone)
         arch['depths'] = list(layout.stage_depths)
         backbone.arch = arch

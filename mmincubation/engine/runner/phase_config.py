@@ -158,7 +158,9 @@ def phase_recipe(cfg: Config, phase: str, module: int | None = None) -> Config:
         recipe.meta_from = {key: value for key, value in incubation.meta_from.items() if key not in META_FROM_FILES}
 
     model = recipe.model
-    spec_of(model.backbone).set_layout(model.backbone, phase_layout(layout, phase, module), layout)
+    # out_indices the phase's own section sets count its network's blocks, else the full model's
+    phase_outputs = 'out_indices' in (((incubation.get(phase) or {}).get('model') or {}).get('backbone') or {})
+    spec_of(model.backbone).set_layout(model.backbone, phase_layout(layout, phase, module), layout, phase_outputs)
     if phase == 'incubate':
         if model.type not in ('ImageClassifier', 'mmpretrain.ImageClassifier'):
             raise LayoutError(f'module incubation needs an ImageClassifier model, got model.type={model.type!r}')
