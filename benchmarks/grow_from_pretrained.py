@@ -13,6 +13,9 @@ pipeline command in its own work dir, on Fashion-MNIST (the first N training ima
                     incubation epochs set for the same new cost as ``pretrained``
   e2e               (a) the target trained end to end at the same *new* cost (whole epochs, rounded up)
   scratch-meta      (b) the full pipeline, K=4, its meta model trained from scratch (same incubate/fine-tune)
+  stack             the growth peer G_stack from ``pretrained``'s meta model: its K blocks stacked to the target
+                    depth, then end to end at the same new cost
+  grow              every module grown from that meta model at once, then end to end at the same new cost
 references at the first seed:
   pretrained-scratch-modules  ``pretrained`` with the paper's modules from scratch (incubation.module_init='scratch')
   source-longer     the source trained on (from its weights) for the new cost: was the deeper model worth it?
@@ -51,15 +54,18 @@ from mmincubation.make_meta import pretrained_record  # noqa: E402
 
 CONFIG = ROOT / 'configs' / 'benchmarks' / 'incubate_deep-vit-16x32-p7_fashion-mnist.py'
 NUM_MODULES = 4
-ARMS = ('source', 'pretrained', 'pretrained-all', 'e2e', 'scratch-meta')
+ARMS = ('source', 'pretrained', 'pretrained-all', 'e2e', 'scratch-meta', 'stack', 'grow')
+#: The growth peers: the meta model made of the source, then the full model end to end (the phase of that name).
+PEERS = ('stack', 'grow')
 REFS = ('pretrained-scratch-modules', 'source-longer', 'e2e-total')
 LABELS = {'source': 'source (pretrained, {s} blocks)', 'pretrained': 'from pretrained, K=4 of {s} blocks',
           'pretrained-all': 'from pretrained, all {s} blocks (K={s})', 'e2e': '(a) E2E at the new cost',
-          'scratch-meta': '(b) pipeline, meta from scratch',
+          'scratch-meta': '(b) pipeline, meta from scratch', 'stack': 'from pretrained, K=4, stacked + E2E',
+          'grow': 'from pretrained, K=4, grown + E2E',
           'pretrained-scratch-modules': 'from pretrained, K=4, scratch modules',
           'source-longer': 'source trained on, new cost', 'e2e-total': 'E2E at the total cost'}
 #: Runs that start from the source: their pretraining cost is the source's.
-FROM_SOURCE = ('pretrained', 'pretrained-all', 'pretrained-scratch-modules', 'source-longer')
+FROM_SOURCE = ('pretrained', 'pretrained-all', 'pretrained-scratch-modules', 'source-longer', *PEERS)
 #: Paired differences of top-1 shown for every run: against (a), (b) and the source itself.
 DIFFS = {'vs_e2e': '(a)', 'vs_scratch-meta': '(b)', 'vs_source': 'the source'}
 
@@ -119,6 +125,8 @@ def options(setting: Setting, arm: str) -> list[str]:
               f'incubation.num_modules={1 if source else setting.modules(arm)}']
     if arm in ('source', 'source-longer', 'e2e', 'e2e-total'):
         return common + [f'incubation.e2e.train_cfg.max_epochs={setting.e2e_epochs(arm)}']
+    if arm in PEERS:  # the meta model is the source's (make_meta), so the whole new cost is the end-to-end part
+        return common + [f'incubation.{arm}.train_cfg.max_epochs={setting.e2e_epochs("e2e")}']
     return common + [f'incubation.meta.train_cfg.max_epochs={setting.meta_epochs}',
                      f'incubation.incubate.train_cfg.max_epochs={setting.incubate_epochs_of(arm)}',
                      f'incubation.finetune.train_cfg.max_epochs={setting.finetune_epochs}',
@@ -138,14 +146,15 @@ def commands(setting: Setting, arm: str, config: Path, out: Path) -> list[list[s
         return [[*tool, '--phase', 'meta', 'incubate', 'assemble', 'finetune', '--cfg-options', *options(setting, arm)]]
     make_meta = [sys.executable, str(ROOT / 'tools' / 'make_meta.py'), str(source), str(config),
                  '--work-dir', str(work_dir), '--cfg-options', *options(setting, arm)]
+    phases = [arm] if arm in PEERS else ['incubate', 'assemble', 'finetune']
     return ([make_meta] * (not (work_dir / 'meta' / 'meta.pth').is_file())
-            + [[*tool, '--phase', 'incubate', 'assemble', 'finetune', '--cfg-options', *options(setting, arm)]])
+            + [[*tool, '--phase', *phases, '--cfg-options', *options(setting, arm)]])
 
 
 def finished(work_dir: Path, arm: str) -> dict | None:
     """The run's method result (test top-1, new cost, wall time), or None before its test."""
-    result = method_results(work_dir).get('incubation' if arm in ('pretrained', 'pretrained-all', 'scratch-meta',
-                                                                  'pretrained-scratch-modules') else 'e2e')
+    result = method_results(work_dir).get(arm if arm in PEERS else 'incubation' if arm in (
+        'pretrained', 'pretrained-all', 'scratch-meta', 'pretrained-scratch-modules') else 'e2e')
     return result if result and result['top1'] is not None else None
 
 

@@ -151,3 +151,17 @@ def test_where_incubation_wins_calls_a_margin_inside_the_seed_spread_a_tie():
     (line, ) = verdicts(rows)
     assert line.startswith('depth 16, 100% data, budget 1: incubation (grown modules) is best')
     assert 'over stack (G_stack) + E2E (a tie)' in line and '+10.00 +- 0.00 over E2E (a win)' in line
+
+
+# ------------------------------------------------------------------- benchmarks/grow_from_pretrained.py
+
+def test_grow_from_pretrained_runs_the_peers_from_the_source_made_meta_model_at_the_same_new_cost(tmp_path):
+    from benchmarks.grow_from_pretrained import ARMS, Setting, commands
+    setting = Setting(0, 8, 4, 32, 6, 2, 2, 2500)
+    assert {'stack', 'grow'} <= set(ARMS)
+    for peer in ('stack', 'grow'):
+        make_meta, train = commands(setting, peer, CONFIG, tmp_path)
+        assert make_meta[1].endswith('make_meta.py') and make_meta[2].endswith('source/e2e/e2e.pth')
+        assert train[train.index('--phase') + 1:train.index('--cfg-options')] == [peer]
+        recipe = phase_recipe(_with_options(CONFIG, train[train.index('--cfg-options') + 1:]), peer)
+        assert recipe.train_cfg.max_epochs * 32 >= setting.new_cost() > (recipe.train_cfg.max_epochs - 1) * 32
