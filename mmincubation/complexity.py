@@ -30,7 +30,7 @@ from mmpretrain.registry import MODELS
 
 from .engine.runner.phase_config import build_layout, phase_layout, phase_recipe
 from .layout import ModuleLayout
-from .phases import DEFAULT_METHODS, Phase, all_phases, phases_of
+from .phases import DEFAULT_METHODS, Phase, all_phases
 
 #: What each kind of network a phase trains is called (``PhaseSpec.checkpoint_holds``, else ``holds``).
 NETWORKS = {'meta': 'meta model', 'hybrid': 'hybrid', 'full': 'full model'}
@@ -136,8 +136,7 @@ def phase_complexity(cfg: Config, size: Sequence[int] | None = None) -> list[Pha
     shape = input_shape(cfg, size)
     counted: dict[str, Complexity] = {}
     rows = []
-    ran = phases_of((cfg.get('incubation') or {}).get('methods', DEFAULT_METHODS))
-    for phase in [phase for phase in all_phases(layout.num_modules) if phase.name in ran]:
+    for phase in all_phases(layout.num_modules, (cfg.get('incubation') or {}).get('methods', DEFAULT_METHODS)):
         recipe = phase_recipe(cfg, 'finetune' if phase.name == 'assemble' else phase.name, phase.module)
         network = phase_layout(layout, phase.name, phase.module)
         key = json.dumps(recipe.model.to_dict(), sort_keys=True, default=repr)

@@ -174,9 +174,11 @@ class Phase:
         return PHASES.index(self.name), -1 if self.module is None else self.module
 
 
-def all_phases(num_modules: int) -> list[Phase]:
-    """Every phase of a pipeline of ``num_modules`` modules, in order."""
-    return [Phase(name, module) for name, spec in PHASE_TABLE.items()
+def all_phases(num_modules: int, methods: Sequence[str] = DEFAULT_METHODS) -> list[Phase]:
+    """Every phase of a pipeline of ``num_modules`` modules that runs ``methods`` (by default incubation and
+    E2E), in order."""
+    names = phases_of(methods)
+    return [Phase(name, module) for name, spec in PHASE_TABLE.items() if name in names
             for module in (range(num_modules) if spec.per_module else [None])]
 
 

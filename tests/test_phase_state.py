@@ -413,7 +413,8 @@ def test_the_phase_table_answers_for_every_phase():
     assert [str(p) for p in all_phases(2)] == ['meta', 'incubate module 0', 'incubate module 1', 'assemble',
                                                'finetune', 'e2e']
     assert Phase('meta').dependents(2) == [Phase('incubate', 0), Phase('incubate', 1), Phase('assemble'),
-                                           Phase('finetune')]
+                                           Phase('finetune'), Phase('stack'), Phase('grow')]  # the peers too
+    assert [str(p) for p in all_phases(2, ['stack'])] == ['meta', 'stack']
     assert Phase('incubate', 1).dependents(2) == [Phase('assemble'), Phase('finetune')]
     assert Phase('e2e').dependents(2) == [] and not PHASE_TABLE['assemble'].trains
     assert Phase('assemble').lock_file('w') == Path('w/.assemble.lock')
