@@ -79,3 +79,22 @@ def scored_in_fresh_process(cfg: Config, checkpoint: Path, tmp_path: Path, root:
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout + result.stderr
+
+
+def check_stock_product(cfg: Config, work_dir: Path, backbone_class: str, kind: str, tmp_path: Path,
+                        root: Path) -> dict:
+    """The tiny pipeline's assembly loads strictly into the stock ``backbone_class`` classifier and is tagged
+    ``kind``; its fine-tuned product beats chance and ``tools/test.py`` scores it in a fresh process as its
+    record says. Returns the records by ``(phase, module)`` for the backbone's own checks."""
+    from mmincubation.engine.runner.records import load_records
+    stock = MODELS.build(copy.deepcopy(cfg.model)).eval()
+    assert type(stock.backbone).__name__ == backbone_class
+    checkpoint = torch.load(work_dir / 'assembled.pth', weights_only=True)
+    stock.load_state_dict(checkpoint['state_dict'], strict=True)
+    assert checkpoint['meta'][META_KEY]['backbone'] == kind
+    records = {(r['phase'], r['module']): r for r in load_records(work_dir)}
+    top1 = records['finetune', None]['test_metrics']['accuracy/top1']
+    assert top1 > 15  # 10 classes: chance is 10 %
+    output = scored_in_fresh_process(cfg, work_dir / 'finetune/finetuned.pth', tmp_path, root)
+    assert f'accuracy/top1: {top1:.4f}' in output
+    return records
