@@ -15,6 +15,7 @@ too (DeiT-T-32 on 32x32 CIFAR images: 1.0 G, this count 0.98 G).
 """
 from __future__ import annotations
 
+import argparse
 import gc
 import inspect
 import json
@@ -24,10 +25,11 @@ from dataclasses import dataclass
 import torch
 from mmengine.analysis import get_model_complexity_info
 from mmengine.analysis.print_helper import _format_size
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.registry import DefaultScope
 from mmpretrain.registry import MODELS
 
+from .checkpoint import check_config_file
 from .engine.runner.phase_config import build_layout, phase_layout, phase_recipe
 from .layout import ModuleLayout
 from .phases import DEFAULT_METHODS, Phase, all_phases
@@ -168,3 +170,26 @@ def format_complexity(rows: Sequence[PhaseComplexity], shape: tuple[int, int, in
                  + ', '.join(f'{module}: {_format_size(count)}' for module, count in enumerate(modules))
                  + f'; together {_format_size(sum(modules))} of {_format_size(full.cost.params)}')
     return lines
+
+
+def add_input_arguments(parser: argparse.ArgumentParser, config_help: str) -> None:
+    """The config, ``--shape`` and ``--cfg-options`` arguments of the complexity tools."""
+    parser.add_argument('config', help=config_help)
+    parser.add_argument('--shape', type=int, nargs='+',
+                        help='input image size, H [W] (default: model.backbone.img_size)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
+
+
+def config_and_shape(args: argparse.Namespace) -> tuple[Config, tuple[int, int, int]]:
+    """The config the arguments of :func:`add_input_arguments` name (its options merged) and its input shape.
+
+    Raises:
+        SystemExit: naming the setting when the input shape cannot be read from the config.
+    """
+    cfg = Config.fromfile(str(check_config_file(args.config)))
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    try:
+        return cfg, input_shape(cfg, args.shape)
+    except ValueError as error:
+        raise SystemExit(f'error: {error}') from error

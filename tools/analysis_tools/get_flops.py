@@ -14,33 +14,22 @@ from __future__ import annotations
 import argparse
 
 from mmengine.analysis import get_model_complexity_info
-from mmengine.config import Config, DictAction
 
 import mmincubation  # noqa: F401
-from mmincubation.checkpoint import check_config_file
-from mmincubation.complexity import build_model, input_shape
+from mmincubation.complexity import add_input_arguments, build_model, config_and_shape
 from mmincubation.engine.runner.cli import exit_on_bad_input
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('config', help='config file path')
-    parser.add_argument('--shape', type=int, nargs='+',
-                        help='input image size, H [W] (default: model.backbone.img_size)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
+    add_input_arguments(parser, 'config file path')
     return parser.parse_args(argv)
 
 
 @exit_on_bad_input
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    cfg = Config.fromfile(str(check_config_file(args.config)))
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    try:
-        shape = input_shape(cfg, args.shape)
-    except ValueError as error:
-        raise SystemExit(f'error: {error}') from error
+    cfg, shape = config_and_shape(args)
     info = get_model_complexity_info(build_model(cfg), input_shape=shape, show_arch=False)
     print(info['out_table'])
     print(f'\ninput shape: {shape}\nFLOPs: {info["flops_str"]} ({info["flops"]} multiply-adds)\n'

@@ -13,21 +13,16 @@ from __future__ import annotations
 import argparse
 import logging
 
-from mmengine.config import Config, DictAction
 from mmengine.logging import MMLogger
 
 import mmincubation  # noqa: F401
-from mmincubation.checkpoint import check_config_file
-from mmincubation.complexity import format_complexity, input_shape, phase_complexity
+from mmincubation.complexity import add_input_arguments, config_and_shape, format_complexity, phase_complexity
 from mmincubation.engine.runner.cli import exit_on_bad_input
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('config', help='the whole-pipeline incubation config')
-    parser.add_argument('--shape', type=int, nargs='+',
-                        help='input image size, H [W] (default: model.backbone.img_size)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
+    add_input_arguments(parser, 'the whole-pipeline incubation config')
     parser.add_argument('--verbose', action='store_true',
                         help="show MMEngine's warnings of the count (ops it does not count, modules never called)")
     return parser.parse_args(argv)
@@ -36,13 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @exit_on_bad_input
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    cfg = Config.fromfile(str(check_config_file(args.config)))
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    try:
-        shape = input_shape(cfg, args.shape)
-    except ValueError as error:
-        raise SystemExit(f'error: {error}') from error
+    cfg, shape = config_and_shape(args)
     if not args.verbose:  # each network's count warns of the same uncounted ops (additions, GELU) and unused losses
         MMLogger.get_current_instance().setLevel(logging.ERROR)
     for line in format_complexity(phase_complexity(cfg, shape[1:]), shape):
