@@ -28,6 +28,9 @@ cost (from the meta checkpoint's tag), and the table shows both and their total.
     python benchmarks/grow_from_pretrained.py               # 3 seeds + references, ~1 h on 2 idle CPU cores
     python benchmarks/grow_from_pretrained.py --seeds 0 --no-refs --no-all   # a quick look
     python benchmarks/grow_from_pretrained.py --finished-only                 # the table of what has finished
+    python benchmarks/grow_from_pretrained.py --source-width 32 --target-width 64 --no-all --no-refs
+        # width growth: the width-32 source widened into a width-64 pipeline's meta model (make_meta), against
+        # (b), the width-64 meta model from scratch, and (a), the width-64 model E2E at the same new cost
 
 One run at a time (all cores). A finished run is reused on a rerun, so an interrupted benchmark
 continues. Prints the table and writes ``results.json``.
@@ -57,6 +60,8 @@ NUM_MODULES = 4
 ARMS = ('source', 'pretrained', 'pretrained-all', 'e2e', 'scratch-meta', 'stack', 'grow')
 #: The growth peers: the meta model made of the source, then the full model end to end (the phase of that name).
 PEERS = ('stack', 'grow')
+#: Channels per attention head when ``--source-width`` / ``--target-width`` set a width (the config's: 32 / 2 heads).
+HEAD_DIMS = 16
 REFS = ('pretrained-scratch-modules', 'source-longer', 'e2e-total')
 LABELS = {'source': 'source (pretrained, {s} blocks)', 'pretrained': 'from pretrained, K=4 of {s} blocks',
           'pretrained-all': 'from pretrained, all {s} blocks (K={s})', 'e2e': '(a) E2E at the new cost',
@@ -82,11 +87,24 @@ class Setting:
     incubate_epochs: int
     finetune_epochs: int
     train_images: int
+    source_width: int | None = None
+    target_width: int | None = None
 
     def name(self) -> str:
         """Work dir name; it holds every epoch count, so a rerun with another schedule never reuses a run."""
+        widths = ('' if self.source_width is self.target_width is None
+                  else f'_w{self.source_width or "cfg"}to{self.target_width or "cfg"}')
         return (f'seed{self.seed}_src{self.source_depth}e{self.source_epochs}_tgt{self.target_depth}'
-                f'_m{self.meta_epochs}i{self.incubate_epochs}f{self.finetune_epochs}_n{self.train_images}')
+                f'_m{self.meta_epochs}i{self.incubate_epochs}f{self.finetune_epochs}_n{self.train_images}{widths}')
+
+    def width_options(self, source: bool) -> list[str]:
+        """The backbone's width for the source or the target, heads of :data:`HEAD_DIMS` channels (none: the
+        config's width)."""
+        width = self.source_width if source else self.target_width
+        if width is None:
+            return []
+        return [f'model.backbone.arch.embed_dims={width}', f'model.backbone.arch.num_heads={width // HEAD_DIMS}',
+                f'model.backbone.arch.feedforward_channels={4 * width}', f'model.head.in_channels={width}']
 
     def modules(self, arm: str) -> int:
         return self.source_depth if arm == 'pretrained-all' else NUM_MODULES
@@ -122,7 +140,7 @@ def options(setting: Setting, arm: str) -> list[str]:
     blocks = setting.source_depth if source else setting.target_depth
     common = [f'randomness.seed={setting.seed}', f'train_dataloader.dataset.indices={setting.train_images}',
               f'model.backbone.arch.num_layers={blocks}',
-              f'incubation.num_modules={1 if source else setting.modules(arm)}']
+              f'incubation.num_modules={1 if source else setting.modules(arm)}', *setting.width_options(source)]
     if arm in ('source', 'source-longer', 'e2e', 'e2e-total'):
         return common + [f'incubation.e2e.train_cfg.max_epochs={setting.e2e_epochs(arm)}']
     if arm in PEERS:  # the meta model is the source's (make_meta), so the whole new cost is the end-to-end part
@@ -247,6 +265,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--incubate-epochs', type=int, default=2)
     parser.add_argument('--finetune-epochs', type=int, default=2)
     parser.add_argument('--train-images', type=int, default=2500, help='training set: the first N images')
+    parser.add_argument('--source-width', type=int, help='the source\'s width (default: the config\'s)')
+    parser.add_argument('--target-width', type=int, help='the target\'s width: a multiple of the source\'s, which '
+                                                         'make_meta widens exactly (default: the config\'s)')
     parser.add_argument('--no-all', dest='all_blocks', action='store_false', help='skip pretrained-all')
     parser.add_argument('--no-refs', dest='refs', action='store_false', help='skip the references')
     parser.add_argument('--finished-only', action='store_true', help='train nothing: the table of finished runs')
@@ -255,6 +276,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for depth in (args.source_depth, args.target_depth):
         if depth % NUM_MODULES:
             parser.error(f'depth {depth}: the source and the target must split into {NUM_MODULES} modules')
+    for width in (args.source_width, args.target_width):
+        if width is not None and width % HEAD_DIMS:
+            parser.error(f'width {width}: give a multiple of {HEAD_DIMS} (heads of {HEAD_DIMS} channels)')
     if args.target_depth % args.source_depth:
         parser.error(f'--target-depth {args.target_depth}: pretrained-all needs a multiple of --source-depth')
     return args
@@ -263,7 +287,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     settings = {seed: Setting(seed, args.source_depth, args.source_epochs, args.target_depth, args.meta_epochs,
-                              args.incubate_epochs, args.finetune_epochs, args.train_images) for seed in args.seeds}
+                              args.incubate_epochs, args.finetune_epochs, args.train_images, args.source_width,
+                              args.target_width) for seed in args.seeds}
     jobs = plan(args.seeds, args.all_blocks, args.refs)
     print(f'{len(jobs)} runs, one at a time; training set {args.train_images} images', flush=True)
     start = time.perf_counter()

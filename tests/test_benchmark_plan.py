@@ -165,3 +165,17 @@ def test_grow_from_pretrained_runs_the_peers_from_the_source_made_meta_model_at_
         assert train[train.index('--phase') + 1:train.index('--cfg-options')] == [peer]
         recipe = phase_recipe(_with_options(CONFIG, train[train.index('--cfg-options') + 1:]), peer)
         assert recipe.train_cfg.max_epochs * 32 >= setting.new_cost() > (recipe.train_cfg.max_epochs - 1) * 32
+
+
+def test_grow_from_pretrained_width_growth_trains_the_source_narrow_and_every_target_arm_wide(tmp_path):
+    from benchmarks.grow_from_pretrained import ARMS, Setting, commands
+    setting = Setting(0, 8, 4, 32, 6, 2, 2, 2500, source_width=32, target_width=64)
+    assert 'w32to64' in setting.name()
+    for arm in ARMS:
+        train = commands(setting, arm, CONFIG, tmp_path)[-1]
+        cfg = _with_options(CONFIG, train[train.index('--cfg-options') + 1:])
+        width = 32 if arm == 'source' else 64
+        arch = cfg.model.backbone.arch
+        assert (arch.embed_dims, arch.num_heads, arch.feedforward_channels, cfg.model.head.in_channels) == (
+            width, width // 16, 4 * width, width), arm
+        assert build_layout(cfg).num_modules == (1 if arm == 'source' else setting.modules(arm))
