@@ -44,6 +44,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -202,9 +203,12 @@ def run(setting: Setting, arm: str, config: Path, out: Path, train: bool) -> dic
     return record
 
 
-def plan(seeds: list[int], all_blocks: bool, refs: bool) -> list[tuple[int, str]]:
-    """(seed, arm) in the order they run: every seed's main arms, then ``pretrained-all``, then the references."""
-    main = [(seed, arm) for seed in seeds for arm in ARMS if arm != 'pretrained-all']
+def plan(seeds: list[int], all_blocks: bool, refs: bool, arms: Sequence[str] = ARMS) -> list[tuple[int, str]]:
+    """(seed, arm) in the order they run: every seed's main arms (of ``arms``; the source always, as every other
+    run reads it), then ``pretrained-all``, then the references."""
+    wanted = [arm for arm in ARMS if arm != 'pretrained-all' and (arm in arms or arm == 'source')]
+    main = [(seed, arm) for seed in seeds for arm in wanted]
+    all_blocks = all_blocks and 'pretrained-all' in arms
     return main + [(seed, 'pretrained-all') for seed in seeds if all_blocks] + [(seeds[0], arm) for arm in REFS if refs]
 
 
@@ -268,6 +272,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--source-width', type=int, help='the source\'s width (default: the config\'s)')
     parser.add_argument('--target-width', type=int, help='the target\'s width: a multiple of the source\'s, which '
                                                          'make_meta widens exactly (default: the config\'s)')
+    parser.add_argument('--arms', nargs='+', choices=ARMS, default=list(ARMS),
+                        help='the main arms to run (default: all; the source is trained whenever another needs it)')
     parser.add_argument('--no-all', dest='all_blocks', action='store_false', help='skip pretrained-all')
     parser.add_argument('--no-refs', dest='refs', action='store_false', help='skip the references')
     parser.add_argument('--finished-only', action='store_true', help='train nothing: the table of finished runs')
@@ -289,7 +295,7 @@ def main(argv: list[str] | None = None) -> dict:
     settings = {seed: Setting(seed, args.source_depth, args.source_epochs, args.target_depth, args.meta_epochs,
                               args.incubate_epochs, args.finetune_epochs, args.train_images, args.source_width,
                               args.target_width) for seed in args.seeds}
-    jobs = plan(args.seeds, args.all_blocks, args.refs)
+    jobs = plan(args.seeds, args.all_blocks, args.refs, args.arms)
     print(f'{len(jobs)} runs, one at a time; training set {args.train_images} images', flush=True)
     start = time.perf_counter()
     records, progress = [], Progress(len(jobs), noun='run')

@@ -179,3 +179,10 @@ def test_grow_from_pretrained_width_growth_trains_the_source_narrow_and_every_ta
         assert (arch.embed_dims, arch.num_heads, arch.feedforward_channels, cfg.model.head.in_channels) == (
             width, width // 16, 4 * width, width), arm
         assert build_layout(cfg).num_modules == (1 if arm == 'source' else setting.modules(arm))
+
+
+def test_grow_from_pretrained_arms_keeps_the_source_every_other_arm_reads():
+    from benchmarks.grow_from_pretrained import plan
+    assert plan([0, 1], True, False, ['pretrained', 'scratch-meta']) == [
+        (0, 'source'), (0, 'pretrained'), (0, 'scratch-meta'), (1, 'source'), (1, 'pretrained'), (1, 'scratch-meta')]
+    assert (0, 'pretrained-all') in plan([0], True, False)
