@@ -6,7 +6,7 @@ cores. The module products of the side-by-side and the sequential runs must be b
 share nothing but the meta model); the wall times say what running them side by side gains here, and how
 that compares with one job using both cores (which, for tiny models, scales poorly with threads).
 
-    python benchmarks/parallel_modules.py            # about 5 minutes on 2 idle cores
+    python benchmarks/parallel_modules.py            # about 3 minutes on 2 idle cores
 
 Prints a table and writes ``benchmarks/results/parallel_modules/results.json``.
 """
