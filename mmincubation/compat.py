@@ -9,17 +9,21 @@ from __future__ import annotations
 import functools
 import math
 import os.path as osp
+from collections.abc import Callable
 
 import matplotlib._tight_bbox
 import mmengine.analysis.complexity_analysis as mmengine_complexity
 import mmengine.config.config as mmengine_config
 import mmengine.config.utils as mmengine_config_utils
+import mmengine.runner.activation_checkpointing as mmengine_checkpointing
+import mmengine.runner.runner as mmengine_runner
 import mmengine.utils.package_utils as mmengine_package_utils
 import numpy as np
 import torch
 from mmengine.analysis.jit_handles import get_shape
 from mmengine.logging import HistoryBuffer
 from torch.torch_version import TorchVersion
+from torch.utils.checkpoint import checkpoint
 
 #: The oldest torch these fixes work on: :func:`allow_mmengine_checkpoints` gives
 #: ``torch.serialization.add_safe_globals`` (object, name) pairs, which torch 2.6 introduced. setup.py does not
@@ -218,9 +222,46 @@ def fill_downstream_settings_on_load() -> None:
     mmengine_config.Config.merge_from_dict = _merge_from_dict
 
 
+def _checkpointed(forward: Callable) -> Callable:
+    """``forward`` recomputed in the backward pass (non-reentrant ``torch.utils.checkpoint``), keyword
+    arguments included; without grad (validation, test) it runs as it is."""
+    @functools.wraps(forward)
+    def wrapper(*args, **kwargs):
+        if not torch.is_grad_enabled():
+            return forward(*args, **kwargs)
+        return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+    return wrapper
+
+
+def turn_on_activation_checkpointing(model: torch.nn.Module, modules: list[str] | str) -> None:
+    """Recompute the activations of the named sub-modules of ``model`` (``'backbone.layers.3'``) in the backward pass.
+
+    MMEngine's runner setting ``activation_checkpointing`` (``mmengine/runner/activation_checkpointing.py``)
+    wraps each named module's forward in ``torch.utils.checkpoint`` without ``use_reentrant``, which torch>=2.4
+    takes as the *reentrant* variant (with a warning; later releases refuse the call). The reentrant variant
+    computes no parameter gradients for a block none of whose inputs require grad: in a hybrid, the first
+    block of module k>0 follows frozen meta blocks, so its weights would silently get no gradient. It also
+    drops keyword arguments. This one is non-reentrant: gradients and losses equal those without
+    checkpointing (tests/test_activation_checkpointing.py).
+
+    Raises:
+        AttributeError: a name that is no sub-module of ``model``.
+    """
+    for name in [modules] if isinstance(modules, str) else modules:
+        module = model.get_submodule(name)
+        module.forward = _checkpointed(module.forward)
+
+
+def non_reentrant_activation_checkpointing() -> None:
+    """Make MMEngine's ``activation_checkpointing`` runner setting use :func:`turn_on_activation_checkpointing`."""
+    mmengine_checkpointing.turn_on_activation_checkpointing = turn_on_activation_checkpointing
+    mmengine_runner.turn_on_activation_checkpointing = turn_on_activation_checkpointing
+
+
 check_torch_version()
 allow_mmengine_checkpoints()
 allow_mmincubation_config_bases()
 fill_downstream_settings_on_load()
 count_fused_attention_flops()
 allow_two_argument_adjust_bbox()
+non_reentrant_activation_checkpointing()

@@ -187,6 +187,11 @@ class ModuleLayout:
         self._check_module(target)
         return self._reduced(target)
 
+    def block_modules(self) -> list[str]:
+        """The sub-module name of every block in global order (``'backbone.stages.1.blocks.0'``): what MMEngine's
+        ``activation_checkpointing`` setting and an FSDP wrap policy name."""
+        return [self.naming.join(*self.stage_of(block), '').rstrip('.') for block in range(self.total_depth)]
+
     def first_block(self, module: int) -> int:
         self._check_module(module)
         return sum(self.depths[:module])

@@ -124,6 +124,10 @@ def _split_for_dmt(phase_cfg: Config, dmt: dict | None, module: int, num_modules
         dataset.split = module if dataset.get('split') is None else dataset.split
 
 
+#: ``activation_checkpointing=BLOCKS`` (a pipeline's or a phase's setting) recomputes every block of the phase's
+#: network in the backward pass: the recipe names them (MMEngine's setting takes sub-module names, which differ
+#: between the meta model, a hybrid and the full model).
+BLOCKS = 'blocks'
 #: The phases that train the full model grown from the meta model (:class:`~mmincubation.models.GrownClassifier`).
 GROWN = tuple(name for name, spec in PHASE_TABLE.items() if spec.inputs == ('meta', ) and spec.holds == 'full')
 
@@ -161,6 +165,8 @@ def phase_recipe(cfg: Config, phase: str, module: int | None = None) -> Config:
     # out_indices the phase's own section sets count its network's blocks, else the full model's
     phase_outputs = 'out_indices' in (((incubation.get(phase) or {}).get('model') or {}).get('backbone') or {})
     spec_of(model.backbone).set_layout(model.backbone, phase_layout(layout, phase, module), layout, phase_outputs)
+    if recipe.get('activation_checkpointing') == BLOCKS:  # every block of the network the phase trains
+        recipe.activation_checkpointing = phase_layout(layout, phase, module).block_modules()
     if phase == 'incubate':
         if model.type not in ('ImageClassifier', 'mmpretrain.ImageClassifier'):
             raise LayoutError(f'module incubation needs an ImageClassifier model, got model.type={model.type!r}')
@@ -183,6 +189,9 @@ UNTRAINED_SETTINGS = ('work_dir', 'launcher', 'log_level', 'log_processor', 'vis
                       # how the processes are wired (set by the launcher: DDP on CPUs); one process or
                       # several train the same recipe, so module jobs may run on other machine counts
                       'model_wrapper_cfg',
+                      # recomputing activations in the backward pass gives the same losses and gradients
+                      # (compat.turn_on_activation_checkpointing), so a run may switch it on to fit in memory
+                      'activation_checkpointing',
                       # validation and test score the weights and leave the random streams as they were
                       # (RandomStateHook): they do not change what a phase trains
                       'val_cfg', 'val_dataloader', 'val_evaluator', 'test_cfg', 'test_dataloader', 'test_evaluator')
