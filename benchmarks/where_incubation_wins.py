@@ -116,6 +116,7 @@ def commands(setting: Setting, method: str, schedule: Schedule, config: Path, tr
         left = block_epochs(schedule, setting.module_depths()) - NUM_MODULES * schedule.meta
         return [[*train, '--phase', method, '--work-dir', str(work_dir), '--cfg-options',
                  *common_options(setting, setting.depth, train_images),
+                 f'incubation.meta.train_cfg.max_epochs={schedule.meta}',  # the shared meta model's recipe
                  f'incubation.{method}.train_cfg.max_epochs={math.ceil(left / setting.depth)}']]
     blocks, epochs = e2e_runs(setting, schedule)[method]
     return [[*train, '--phase', 'e2e', '--work-dir', str(work_dir), '--cfg-options',

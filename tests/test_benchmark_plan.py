@@ -11,6 +11,7 @@ from mmengine.config import Config, DictAction
 
 from benchmarks.accuracy_at_equal_cost import CONFIG, Run, Schedule, cfg_options, plan
 from mmincubation.engine.runner import build_layout, phase_recipe
+from mmincubation.engine.runner.phase_config import recipe_fingerprint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -142,6 +143,10 @@ def test_where_incubation_wins_plans_the_grid_once_and_its_overrides_reach_the_p
         left = 4 * (3 + 16) * 2 + 64 * 2
         assert left <= recipe.train_cfg.max_epochs * 64 < left + 64
         assert recipe.model.growth == peer and recipe.model.backbone.arch['num_layers'] == 64
+        # the meta model it shares is the grown run's: the same meta recipe, so the copied product fits
+        peer_cfg = _with_options(CONFIG, command[command.index('--cfg-options') + 1:])
+        grown_cfg = _with_options(CONFIG, grown[grown.index('--cfg-options') + 1:])
+        assert recipe_fingerprint(phase_recipe(peer_cfg, 'meta')) == recipe_fingerprint(phase_recipe(grown_cfg, 'meta'))
 
 
 def test_where_incubation_wins_calls_a_margin_inside_the_seed_spread_a_tie():
