@@ -18,6 +18,7 @@ def _child(name: str, *locations: str) -> Registry:
 
 
 RUNNERS = _child('RUNNERS', 'mmincubation.engine')
+STRATEGIES = _child('STRATEGIES', 'mmincubation.engine.runner.strategies')
 HOOKS = _child('HOOKS', 'mmincubation.engine')
 OPTIM_WRAPPER_CONSTRUCTORS = _child('OPTIM_WRAPPER_CONSTRUCTORS', 'mmincubation.engine',
                                     'mmincubation.engine.layer_decay')

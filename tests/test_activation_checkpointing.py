@@ -53,7 +53,7 @@ def step(model: torch.nn.Module) -> tuple[float, dict[str, torch.Tensor], int]:
 def test_same_loss_and_gradients_fewer_saved_bytes(load, one_thread, config, phase, module):
     cfg, recipe = recipe_with_checkpointing(load, config, phase, module)
     names = recipe.activation_checkpointing
-    assert names == phase_layout(build_layout(cfg), phase, module).block_modules()
+    assert names == phase_layout(build_layout(cfg), phase, module).block_modules()  # the layout names them too
     model = MODELS.build(copy.deepcopy(recipe.model))
     model.init_weights()
     assert all(model.get_submodule(name) in model.modules() for name in names)

@@ -90,9 +90,10 @@ class IncubationClassifier(ImageClassifier):
                              self.full_layout.naming.name)
         self.load_state_dict(own, strict=True)
 
-    def export_module(self) -> dict:
-        """The target module's weights, keyed as in the full model."""
-        state = {key: value.detach().cpu() for key, value in self.state_dict().items()}
+    def export_module(self, state_dict: dict | None = None) -> dict:
+        """The target module's weights, keyed as in the full model, from the hybrid's ``state_dict`` (default: its
+        own; under FSDP the one gathered from the shards)."""
+        state = {key: value.detach().cpu() for key, value in (state_dict or self.state_dict()).items()}
         return convert_state_dict(state, self.layout, self.full_layout, [self.target_module])
 
 

@@ -1,14 +1,31 @@
 """Writes a phase's product (meta model, incubated module, fine-tuned model) when training ends."""
 from __future__ import annotations
 
-from mmengine.dist import master_only
+import torch
+from mmengine.dist import is_main_process
 from mmengine.hooks import EMAHook, Hook
 from mmengine.model import is_model_wrapper
+from torch import nn
 
 from ...checkpoint import check_finite, save_atomic
 from ...phases import PHASE_TABLE
 from ...registry import HOOKS
 from ...tags import META_KEY, Tag
+
+
+def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The whole model's state dict (keys as the unwrapped model's), detached on the CPU, on the main process;
+    ``{}`` on the others. Under FSDP it is gathered from the shards (torch's full state dict, ``rank0_only``):
+    a collective, so every rank calls it."""
+    from torch.distributed.fsdp import FullStateDictConfig, FullyShardedDataParallel, StateDictType
+    if isinstance(model, FullyShardedDataParallel):
+        # offloading on a CPU-only machine crashes torch 2.13's FSDP (see engine/runner/strategies.py)
+        config = FullStateDictConfig(offload_to_cpu=torch.cuda.is_available(), rank0_only=True)
+        with FullyShardedDataParallel.state_dict_type(model, StateDictType.FULL_STATE_DICT, config):
+            state = model.state_dict()
+    else:
+        state = (model.module if is_model_wrapper(model) else model).state_dict()
+    return {key: value.detach().cpu() for key, value in state.items()} if is_main_process() else {}
 
 
 @HOOKS.register_module()
@@ -74,14 +91,13 @@ class ExportWeightsHook(Hook):
         model = self._model(runner)
         if ema is not None:  # every rank: the EMA weights become the model's, for the test and the export
             model.load_state_dict(ema.ema_model.module.state_dict())
-        self._export(runner, model, 'ema' if ema is not None else 'raw')
+        state_dict = full_state_dict(runner.model)  # every rank: gathered from FSDP's shards
+        if is_main_process():
+            self._export(runner, model, state_dict, 'ema' if ema is not None else 'raw')
 
-    @master_only
-    def _export(self, runner, model, weights: str) -> None:
+    def _export(self, runner, model: nn.Module, state_dict: dict, weights: str) -> None:
         if hasattr(model, 'export_module'):
-            state_dict = model.export_module()
-        else:
-            state_dict = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+            state_dict = model.export_module(state_dict)
         path = f'{runner.work_dir}/{self.filename}'
         check_finite(state_dict, f'the {self.tag.phase} phase\'s product {path} (not written)')
         # what MMEngine's own checkpoints carry: the training set's metainfo (class names), so that inference

@@ -24,10 +24,10 @@ from ...tags import Tag
 from .fit_checks import full_model_shapes
 from .phase_config import RecipeError, build_layout, check_resumable, phase_layout, phase_recipe, recipe_fingerprint
 from .phase_lock import PhaseLock, PhaseLocked
-from .phase_runner import PhaseRunner
 from .progress import Progress, Work
 from .records import RECORD_FILE, PhaseRecord, format_summary, read_record, write_record
 from .run_settings import check_pipeline_run_settings
+from .strategies import build_phase_runner
 
 DEFAULT_PHASES = ('meta', 'incubate', 'assemble', 'finetune')
 #: Where a meta phase with a head warm-up keeps the meta model made of the pretrained network, keyed by what it
@@ -474,7 +474,7 @@ class IncubationRunner:
             if phase == 'meta' and self.meta_from and not self.meta_from.get('warmup'):
                 self.adopt_meta()
                 return True
-            runner = PhaseRunner.from_cfg(self.run_config(phase, module))
+            runner = build_phase_runner(self.run_config(phase, module))
             runner.train()
             if self._tested(phase):
                 runner.test()

@@ -35,6 +35,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Mapping
 
 from mmengine.config import Config, ConfigDict
 
@@ -96,6 +97,14 @@ def build_layout(cfg: Config) -> ModuleLayout:
     if isinstance(num_modules, bool) or not isinstance(num_modules, int) or num_modules < 1:
         raise LayoutError(f'incubation.num_modules must be a positive whole number, got {num_modules!r}')
     return ModuleLayout.uniform(sum(stages), num_modules, spec.naming, stages)
+
+
+def network_blocks(model: Mapping) -> list[str]:
+    """The sub-module names of the blocks of the network a model config builds (its backbone's stage depths, a
+    phase's once :func:`phase_recipe` set them), in global order: ``['backbone.layers.0', ...]``."""
+    spec = spec_of(model['backbone'])
+    stages = spec.stage_depths(model['backbone'])
+    return ModuleLayout((sum(stages), ), spec.naming, stages).block_modules()
 
 
 def phase_layout(layout: ModuleLayout, phase: str, module: int | None = None) -> ModuleLayout:
@@ -166,7 +175,7 @@ def phase_recipe(cfg: Config, phase: str, module: int | None = None) -> Config:
     phase_outputs = 'out_indices' in (((incubation.get(phase) or {}).get('model') or {}).get('backbone') or {})
     spec_of(model.backbone).set_layout(model.backbone, phase_layout(layout, phase, module), layout, phase_outputs)
     if recipe.get('activation_checkpointing') == BLOCKS:  # every block of the network the phase trains
-        recipe.activation_checkpointing = phase_layout(layout, phase, module).block_modules()
+        recipe.activation_checkpointing = network_blocks(model)
     if phase == 'incubate':
         if model.type not in ('ImageClassifier', 'mmpretrain.ImageClassifier'):
             raise LayoutError(f'module incubation needs an ImageClassifier model, got model.type={model.type!r}')

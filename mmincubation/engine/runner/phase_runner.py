@@ -20,6 +20,7 @@ from typing import ClassVar
 
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
+from torch import nn
 
 #: The per-parameter messages of MMEngine's ``DefaultOptimWrapperConstructor.add_params``: a frozen tensor, and
 #: a tensor's paramwise option (``paramwise_cfg``: no weight decay on norms and biases, ...).
@@ -87,19 +88,15 @@ def frozen_summary(names: list[str], numel: dict[str, int]) -> str:
             f'optimised: {", ".join(groups)}')
 
 
-class PhaseRunner(Runner):
-    """``mmengine.runner.Runner`` whose console log is one phase's part of the pipeline's (see module docstring).
-
-    Built like any ``Runner`` (``PhaseRunner.from_cfg(cfg)``); behaviour, checkpoints and log files are the
-    stock ones.
-    """
+class _PhaseConsole:
+    """The console log of one phase (see the module docstring), for ``Runner`` and ``FlexibleRunner`` alike."""
 
     #: Whether this process has shown the environment on the console (once per pipeline command).
     _environment_shown: ClassVar[bool] = False
 
     def __init__(self, *args, **kwargs) -> None:
-        self._console_filter = _ConsoleFilter(environment=not PhaseRunner._environment_shown)
-        PhaseRunner._environment_shown = True
+        self._console_filter = _ConsoleFilter(environment=not _PhaseConsole._environment_shown)
+        _PhaseConsole._environment_shown = True
         super().__init__(*args, **kwargs)
         for handler in self._console_handlers():
             handler.removeFilter(self._console_filter)
@@ -110,19 +107,15 @@ class PhaseRunner(Runner):
     def _console_handlers(self) -> Iterator[logging.Handler]:
         return (h for h in self.logger.handlers if not isinstance(h, logging.FileHandler))
 
-    def _log_env(self, env_cfg: dict) -> None:
-        # The logger exists from here on (Runner.__init__ builds it just before): keep the dumps off the console
-        # until __init__ ends (the hook table is logged last there).
+    def _log_env(self, *args) -> None:  # Runner's takes env_cfg, FlexibleRunner's nothing
+        # The logger exists from here on (the runner's __init__ builds it just before): keep the dumps off the
+        # console until __init__ ends (the hook table is logged last there).
         for handler in self._console_handlers():
             handler.addFilter(self._console_filter)
-        super()._log_env(env_cfg)
-
-    def build_optim_wrapper(self, optim_wrapper):  # noqa: ANN001,ANN201 (MMEngine's signature)
-        with self._frozen_parameters_summarised():
-            return super().build_optim_wrapper(optim_wrapper)
+        super()._log_env(*args)
 
     @contextmanager
-    def _frozen_parameters_summarised(self) -> Iterator[None]:
+    def _frozen_parameters_summarised(self, model: nn.Module) -> Iterator[None]:
         collector = _ParameterCollector([h for h in self.logger.handlers if isinstance(h, logging.FileHandler)])
         self.logger.addFilter(collector)
         try:
@@ -133,6 +126,18 @@ class PhaseRunner(Runner):
             self.logger.info('optimizer: paramwise options ' + ', '.join(
                 f'{option} on {count} tensors' for option, count in collector.options.items()))
         if collector.frozen:
-            model = self.model.module if is_model_wrapper(self.model) else self.model
             numel = {name: param.numel() for name, param in model.named_parameters()}
             self.logger.info(frozen_summary(collector.frozen, numel))
+
+
+class PhaseRunner(_PhaseConsole, Runner):
+    """``mmengine.runner.Runner`` whose console log is one phase's part of the pipeline's (see module docstring).
+
+    Built like any ``Runner`` (``PhaseRunner.from_cfg(cfg)``); behaviour, checkpoints and log files are the
+    stock ones.
+    """
+
+    def build_optim_wrapper(self, optim_wrapper):  # noqa: ANN001,ANN201 (MMEngine's signature)
+        model = self.model.module if is_model_wrapper(self.model) else self.model
+        with self._frozen_parameters_summarised(model):
+            return super().build_optim_wrapper(optim_wrapper)
