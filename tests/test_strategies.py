@@ -150,11 +150,14 @@ def test_a_strategy_on_the_stock_runner_is_refused_not_dropped(recipe):
         build_phase_runner(phase_recipe(recipe, 'finetune'))
 
 
-def test_ema_under_fsdp_and_unknown_runners_are_refused(recipe):
+def test_ema_under_fsdp_deepspeed_and_unknown_runners_are_refused(recipe):
     recipe.incubation.finetune.update(strategy=dict(type='FSDPStrategy'),
                                       custom_hooks=[dict(type='EMAHook', momentum=1e-4)])
     with pytest.raises(RecipeError, match='EMAHook under FSDPStrategy'):
         build_phase_runner(phase_recipe(recipe, 'finetune'))
+    recipe.incubation.meta.strategy = dict(type='DeepSpeedStrategy', zero_optimization=dict(stage=3))
+    with pytest.raises(RecipeError, match='DeepSpeedStrategy is not supported yet'):
+        build_phase_runner(phase_recipe(recipe, 'meta'))
     recipe.incubation.e2e.runner_type = 'NoSuchRunner'
     with pytest.raises(RecipeError, match='NoSuchRunner'):
         build_phase_runner(phase_recipe(recipe, 'e2e'))

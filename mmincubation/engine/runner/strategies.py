@@ -1,5 +1,5 @@
 """Each phase on the runner and strategy its recipe names: MMEngine's ``Runner``, or its ``FlexibleRunner`` with a
-strategy (``DDPStrategy``, ``FSDPStrategy``, ``DeepSpeedStrategy``), as mmpretrain's large-model recipes do
+strategy (``DDPStrategy``, ``FSDPStrategy``; ``DeepSpeedStrategy`` is refused), as mmpretrain's large-model recipes do
 (``mmpretrain::mae/benchmarks/vit-huge-p14_8xb128-fsdp-coslr-50e_in1k.py``)::
 
     incubation = dict(
@@ -144,14 +144,19 @@ def build_phase_runner(cfg: Config) -> PhaseRunner | FlexibleRunner:
     it names a ``strategy``), built by its ``from_cfg``; a user's own registered runner class is built as it is.
 
     Raises:
-        RecipeError: a ``strategy`` on the stock ``Runner``, a ``runner_type`` no registry knows, or an ``EMAHook``
-            under FSDP (its averaged copy of the model is not sharded).
+        RecipeError: a ``strategy`` on the stock ``Runner``, a ``runner_type`` no registry knows, an ``EMAHook``
+            under FSDP (its averaged copy of the model is not sharded), or ``DeepSpeedStrategy`` (not supported yet).
     """
     runner_type = cfg.get('runner_type')
     kind = strategy_type(cfg.get('strategy'))
     if runner_type in STOCK_RUNNERS and kind:
         raise RecipeError(f"runner_type={runner_type!r} with strategy={kind!r}: MMEngine's Runner has no strategies "
                           "and would train without it; set runner_type='FlexibleRunner' in the phase's section")
+    if kind == 'DeepSpeedStrategy':
+        raise RecipeError('strategy=DeepSpeedStrategy is not supported yet: a phase\'s checkpoints and product must be '
+                          'whole state dicts, which the pipeline gathers from FSDP\'s shards but not from ZeRO\'s '
+                          "partitions; use strategy=dict(type='FSDPStrategy') (ZeRO-3's sharding of parameters, "
+                          'gradients and optimizer states) or DDPStrategy')
     if kind == 'FSDPStrategy' and any(str(hook.get('type', '')).endswith('EMAHook')
                                       for hook in cfg.get('custom_hooks') or []):
         raise RecipeError('EMAHook under FSDPStrategy: its averaged model would be a second, unsharded copy; '
