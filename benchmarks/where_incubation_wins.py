@@ -48,16 +48,22 @@ from benchmarks.accuracy_at_equal_cost import Schedule, describe_machine, mean_s
 from mmincubation.engine.runner import Phase  # noqa: E402
 from mmincubation.engine.runner.progress import Progress  # noqa: E402
 from mmincubation.engine.runner.records import method_results  # noqa: E402
+from mmincubation.phases import METHODS as METHOD_PHASES  # noqa: E402
 
 CONFIG = ROOT / 'configs' / 'benchmarks' / 'incubate_deep-vit-16x32-p7_fashion-mnist.py'
 NUM_MODULES = 4
 #: The ways to train the deep model at equal cost, then the references.
 MAIN = ('scratch', 'grown', 'stack', 'grow', 'e2e')
-METHODS = MAIN + ('meta', 'shallow', 'shallow-epochs')
+#: The peers with their end-to-end epochs rounded down instead of up: no more cost than incubation (the peers'
+#: whole epochs after the meta model otherwise give them up to one epoch of the full model more). Every seed
+#: of the main setting.
+PEERS_DOWN = ('stack-down', 'grow-down')
+METHODS = MAIN + PEERS_DOWN + ('meta', 'shallow', 'shallow-epochs')
 #: The methods that share the scratch run's meta model.
-SHARE_META = ('grown', 'stack', 'grow')
+SHARE_META = ('grown', 'stack', 'grow') + PEERS_DOWN
 LABELS = {'scratch': 'incubation (scratch modules)', 'grown': 'incubation (grown modules)',
           'stack': 'stack (G_stack) + E2E', 'grow': 'grow all modules + E2E', 'e2e': 'E2E',
+          'stack-down': 'stack + E2E, epochs rounded down', 'grow-down': 'grow + E2E, epochs rounded down',
           'meta': 'meta model alone (ref.)', 'shallow': '4x shallower E2E (ref.)',
           'shallow-epochs': '4x shallower, E2E epochs'}
 
@@ -112,25 +118,27 @@ def commands(setting: Setting, method: str, schedule: Schedule, config: Path, tr
                   f'incubation.module_init={"meta" if method == "grown" else "scratch"}']
         return [[*train, '--phase', 'meta', 'incubate', 'assemble', 'finetune', '--work-dir', str(work_dir),
                  '--cfg-options', *common_options(setting, setting.depth, train_images), *epochs]]
-    if method in ('stack', 'grow'):  # the budget left after the meta model, in the full model's epochs
+    if method_of(method) in ('stack', 'grow'):  # the budget left after the meta model, in the full model's epochs
         left = block_epochs(schedule, setting.module_depths()) - NUM_MODULES * schedule.meta
-        return [[*train, '--phase', method, '--work-dir', str(work_dir), '--cfg-options',
+        epochs = (math.floor if method in PEERS_DOWN else math.ceil)(left / setting.depth)
+        return [[*train, '--phase', method_of(method), '--work-dir', str(work_dir), '--cfg-options',
                  *common_options(setting, setting.depth, train_images),
                  f'incubation.meta.train_cfg.max_epochs={schedule.meta}',  # the shared meta model's recipe
-                 f'incubation.{method}.train_cfg.max_epochs={math.ceil(left / setting.depth)}']]
+                 f'incubation.{method_of(method)}.train_cfg.max_epochs={epochs}']]
     blocks, epochs = e2e_runs(setting, schedule)[method]
     return [[*train, '--phase', 'e2e', '--work-dir', str(work_dir), '--cfg-options',
              *common_options(setting, blocks, train_images), f'incubation.e2e.train_cfg.max_epochs={epochs}']]
 
 
 def product(work_dir: Path, method: str) -> Path:
-    return Phase('finetune' if method in ('scratch', 'grown') else method if method in ('stack', 'grow')
-                 else 'e2e').product(work_dir)
+    return Phase(METHOD_PHASES[method_of(method)]).product(work_dir)
 
 
 def method_of(method: str) -> str:
     """The pipeline method (:data:`mmincubation.phases.METHODS`) whose result a benchmark method is."""
-    return 'incubation' if method in ('scratch', 'grown') else method if method in ('stack', 'grow') else 'e2e'
+    if method in ('scratch', 'grown'):
+        return 'incubation'
+    return method.removesuffix('-down') if method in ('stack', 'grow') + PEERS_DOWN else 'e2e'
 
 
 def run_method(setting: Setting, method: str, schedule: Schedule, config: Path, train_images: int, out: Path,
@@ -172,8 +180,10 @@ def plan(depths: list[int], seeds: list[int], budgets: list[float], main_depth: 
     settings = [Setting(main_depth, s, 1.0, main_budget) for s in seeds]  # the main setting first, then cheap first
     settings = list(dict.fromkeys(settings + sorted(others, key=lambda s: s.depth * s.budget * s.fraction)))
     jobs = [(setting, method) for setting in settings for method in MAIN]
+    jobs += [(setting, method) for setting in settings for method in PEERS_DOWN
+             if setting.depth == main_depth and setting.fraction == 1.0 and setting.budget == 1.0]
     # The references last (the meta model's many short epochs are slow for their cost): first seed, main depth.
-    return jobs + [(setting, method) for setting in settings for method in METHODS[len(MAIN):]
+    return jobs + [(setting, method) for setting in settings for method in METHODS[len(MAIN + PEERS_DOWN):]
                    if refs and setting.depth == main_depth and setting.seed == seeds[0] and setting.fraction == 1.0]
 
 
@@ -239,7 +249,7 @@ def verdicts(rows: list[dict]) -> list[str]:
     settings = dict.fromkeys((r['depth'], r['fraction'], r['budget']) for r in rows)
     for depth, fraction, budget in settings:
         found = {r['method']: r for r in rows if (r['depth'], r['fraction'], r['budget']) == (depth, fraction, budget)}
-        ranked = sorted((m for m in MAIN if m in found), key=lambda m: -found[m]['top1_mean'])
+        ranked = sorted((m for m in MAIN + PEERS_DOWN if m in found), key=lambda m: -found[m]['top1_mean'])
         margins = []
         for other in ranked[1:]:
             mean, spread = paired(found[ranked[0]], found[other])

@@ -114,7 +114,7 @@ def test_where_incubation_wins_plans_the_grid_once_and_its_overrides_reach_the_p
     deep_main = [m for s, m in jobs if s == Setting(64, 0, 1.0, 1.0)]
     assert deep_main == list(METHODS)  # references at the main depth, first seed, full data
     main = ['scratch', 'grown', 'stack', 'grow', 'e2e']
-    assert [m for s, m in jobs if s == Setting(64, 1, 1.0, 1.0)] == main
+    assert [m for s, m in jobs if s == Setting(64, 1, 1.0, 1.0)] == main + ['stack-down', 'grow-down']
     assert {m for s, m in jobs if s == Setting(64, 0, 0.25, 1.0)} == set(main)
     assert {m for s, m in jobs[:5]} == set(main) and jobs[-1][1] == 'shallow-epochs'
     for sharing in ('grown', 'stack', 'grow'):  # after the scratch run whose meta model they share
@@ -147,6 +147,10 @@ def test_where_incubation_wins_plans_the_grid_once_and_its_overrides_reach_the_p
         peer_cfg = _with_options(CONFIG, command[command.index('--cfg-options') + 1:])
         grown_cfg = _with_options(CONFIG, grown[grown.index('--cfg-options') + 1:])
         assert recipe_fingerprint(phase_recipe(peer_cfg, 'meta')) == recipe_fingerprint(phase_recipe(grown_cfg, 'meta'))
+        # rounded down: no more cost than incubation's, at most one epoch of the full model less
+        command = commands(setting, f'{peer}-down', schedule, CONFIG, 5000, tmp_path)[0]
+        down = phase_recipe(_with_options(CONFIG, command[command.index('--cfg-options') + 1:]), peer)
+        assert down.train_cfg.max_epochs * 64 <= left < (down.train_cfg.max_epochs + 1) * 64
 
 
 def test_where_incubation_wins_calls_a_margin_inside_the_seed_spread_a_tie():
