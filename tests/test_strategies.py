@@ -172,6 +172,26 @@ def test_a_phase_with_a_strategy_runs_on_the_flexible_runner(recipe, tmp_path):
     assert runner.strategy.model_wrapper['device_ids'] is None or torch.cuda.is_available()
 
 
+@pytest.mark.parametrize('config,block', [('incubate_demo_fashion_mnist.py', 'TransformerEncoderLayer'),
+                                          ('incubate_demo_fashion_mnist_swin.py', 'SwinBlock')])
+def test_fsdp_units_are_the_blocks_of_the_phase_network(load, data_root, tmp_path, config, block):
+    """A hybrid's frozen meta blocks and its trained module never share an FSDP unit: each block is one."""
+    cfg = load(ROOT / 'configs' / config)
+    cfg.train_dataloader.dataset.data_root = data_root
+    cfg.incubation.module_init = 'scratch'
+    cfg.incubation.incubate.update(runner_type='FlexibleRunner', strategy=dict(type='FSDPStrategy'))
+    run = phase_recipe(cfg, 'incubate', 1)
+    run.work_dir = str(tmp_path)
+    runner = build_phase_runner(run)
+    policy = runner.strategy.model_wrapper['auto_wrap_policy']
+    assert {cls.__name__ for cls in policy._module_classes} == {block}
+    blocks = [module for module in runner.model.modules() if type(module).__name__ == block]
+    assert len(blocks) == sum(build_layout(cfg).hybrid(1).depths)
+    trained = [any(p.requires_grad for p in module.parameters()) for module in blocks]
+    assert all(all(p.requires_grad == t for p in module.parameters()) for module, t in zip(blocks, trained))
+    assert 0 < sum(trained) < len(blocks)
+
+
 def test_fsdp_settings_filled_for_whole_products():
     filled = fill_strategy(dict(type='FSDPStrategy'), cuda=False)
     assert filled['model_wrapper'] == dict(type='MMFullyShardedDataParallel', use_orig_params=True, device_id='cpu')
