@@ -1,6 +1,10 @@
 """Critical path of every method of a pipeline work dir on 1, K and 8 machines, from its phase records.
 
     python benchmarks/critical_path.py work_dirs/incubate_demo_fashion_mnist
+    python benchmarks/critical_path.py RUN/grown RUN/stack RUN/grow RUN/e2e  # methods in work dirs of their own
+
+Several work dirs are read as one pipeline (a phase recorded in two of them, such as a shared meta model,
+counts once).
 
 Prints the table of :func:`mmincubation.critical_path.critical_path_table` (block-images per machine along the
 longest chain of dependent phases, and how many machines synchronise at each step of the widest phase) and
@@ -12,18 +16,21 @@ import argparse
 from pathlib import Path
 
 from mmincubation.checkpoint import write_atomic
-from mmincubation.critical_path import critical_path, critical_path_table
+from mmincubation.critical_path import critical_path, critical_path_table, methods_in
 from mmincubation.engine.runner.cli import exit_on_bad_input
 from mmincubation.engine.runner.records import load_records
-from mmincubation.phases import METHODS, Phase
+from mmincubation.phases import Phase
 
 
-def phase_costs(work_dir: Path) -> dict[Phase, float]:
-    """Each recorded phase's cost (block-images)."""
-    records = load_records(work_dir)
-    if not records:
-        raise SystemExit(f'error: {work_dir} holds no phase_record.json: run the pipeline first')
-    return {Phase(r['phase'], r['module']): float(r['cost']) for r in records}
+def phase_costs(work_dirs: list[Path]) -> dict[Phase, float]:
+    """Each phase's cost (block-images) as recorded in the work dirs."""
+    costs = {}
+    for work_dir in work_dirs:
+        records = load_records(work_dir)
+        if not records:
+            raise SystemExit(f'error: {work_dir} holds no phase_record.json: run the pipeline first')
+        costs.update({Phase(r['phase'], r['module']): float(r['cost']) for r in records})
+    return costs
 
 
 def plot(costs: dict[Phase, float], machine_counts: list[int], out: Path) -> Path:
@@ -31,7 +38,7 @@ def plot(costs: dict[Phase, float], machine_counts: list[int], out: Path) -> Pat
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    methods = [m for m in METHODS if any(m in phase.spec.counted_by for phase in costs)]
+    methods = methods_in(costs)
     fig, ax = plt.subplots(figsize=(7, 3.5), dpi=120)
     width = 0.8 / len(methods)
     for index, method in enumerate(methods):
@@ -50,14 +57,14 @@ def plot(costs: dict[Phase, float], machine_counts: list[int], out: Path) -> Pat
 @exit_on_bad_input
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('work_dir', type=Path)
+    parser.add_argument('work_dirs', type=Path, nargs='+', help='a pipeline\'s work dir, or several read as one')
     args = parser.parse_args(argv)
-    costs = phase_costs(args.work_dir)
+    costs = phase_costs(args.work_dirs)
     num_modules = sum(1 for phase in costs if phase.module is not None) or 1
     machine_counts = sorted({1, num_modules, 8})
     for line in critical_path_table(costs, num_modules, machine_counts):
         print(line)
-    print(f'plot: {plot(costs, machine_counts, args.work_dir / "critical_path.png")}')
+    print(f'plot: {plot(costs, machine_counts, args.work_dirs[0] / "critical_path.png")}')
 
 
 if __name__ == '__main__':

@@ -72,11 +72,17 @@ def critical_path(costs: Mapping[Phase, float], method: str, machines: int) -> d
     return dict(length=length, total=total, synchronised=synchronised)
 
 
+def methods_in(costs: Mapping[Phase, float]) -> list[str]:
+    """The methods whose result phase has a cost: a method of which only the meta model it shares was trained is
+    not one that ran."""
+    return [method for method, result in METHODS.items() if any(phase.name == result for phase in costs)]
+
+
 def critical_path_table(costs: Mapping[Phase, float], num_modules: int,
                         machine_counts: Sequence[int] | None = None) -> list[str]:
     """Lines of a table: per method with costs, its total and its critical path on 1, K and 8 machines."""
     machine_counts = list(machine_counts or sorted({1, num_modules, 8}))
-    methods = [m for m in METHODS if any(m in phase.spec.counted_by for phase in costs)]
+    methods = methods_in(costs)
     header = f'{"method":<12}{"total":>10}' + ''.join(f'{f"{m} machines":>22}' for m in machine_counts)
     lines = [header, f'{"":<12}{"(M blk-img)":>10}' + ''.join(f'{"path (sync)":>22}' for _ in machine_counts)]
     for method in methods:

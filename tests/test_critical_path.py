@@ -32,3 +32,20 @@ def test_the_table_lists_each_method_with_its_paths() -> None:
     assert [line.split()[0] for line in lines[2:]] == ['incubation', 'e2e', 'stack', 'grow']
     with pytest.raises(ValueError, match='method must be one of'):
         critical_path(COSTS, 'lemon', 1)
+
+
+def test_the_script_reads_methods_trained_in_work_dirs_of_their_own(tmp_path, capsys) -> None:
+    """benchmarks/critical_path.py RUN/grown RUN/stack: one pipeline, the meta model they share counted once."""
+    from benchmarks.critical_path import main
+    from mmincubation.engine.runner.records import PhaseRecord, write_record
+    incubation, stack = tmp_path / 'grown', tmp_path / 'stack'
+    for work_dir, phases in ((incubation, [p for p in COSTS if p.spec.method == 'incubation']),
+                             (stack, [Phase('meta'), Phase('stack')])):
+        for phase in phases:
+            folder = phase.work_dir(work_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            write_record(folder, PhaseRecord(phase.name, num_blocks=1, module=phase.module, cost=COSTS[phase] * 1e6))
+    main([str(incubation), str(stack)])
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[2:] if line[0] != 'p'}
+    assert rows.keys() == {'incubation', 'stack'}
+    assert float(rows['incubation'][1]) == 46.0 and float(rows['stack'][1]) == 40.0
