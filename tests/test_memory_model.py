@@ -131,3 +131,23 @@ def test_sharding_and_replication_per_gpu() -> None:
     first, second = (memory.phase_memory(shape, memory.phase_network(layout, 'incubate', k), memory.Setup(128))
                      for k in (0, 1))
     assert second.activations < first.activations
+
+
+#: Peaks of one bf16 training step (``torch.cuda.max_memory_allocated``, MiB) of every phase network of
+#: configs/incubate_vit_b.py at batch 64 on one H200, as benchmarks/gpu_check.sh measured them
+#: (docs/benchmarks.md, "On one GPU"): the meta model, module 0-3's hybrids, the full model.
+H200_VIT_B_PEAKS_MIB = {('meta', None): 2066, ('incubate', 0): 2480, ('incubate', 1): 2212, ('incubate', 2): 1974,
+                        ('incubate', 3): 1775, ('e2e', None): 5832}
+
+
+@pytest.mark.parametrize('phase,module', list(H200_VIT_B_PEAKS_MIB))
+def test_the_byte_model_is_within_15_percent_of_the_peaks_measured_on_a_gpu(phase, module) -> None:
+    """The model at GPU scale (ViT-B/16, 224 px, bf16 autocast, one GPU) against what CUDA's allocator measured."""
+    from mmincubation.backbones import VIT
+    from mmincubation.layout import ModuleLayout
+    shape = memory.ViTShape(width=768, heads=12, ffn=3072, patch=16, image=224)
+    full = ModuleLayout.uniform(12, 4, VIT.naming, (12, ))
+    estimate = memory.phase_memory(shape, memory.phase_network(full, phase, module),
+                                   memory.Setup(batch=64, precision=memory.BF16_AMP))
+    measured = H200_VIT_B_PEAKS_MIB[phase, module] * 2**20
+    assert abs(memory.relative_error(estimate.peak, measured)) <= 0.15
