@@ -7,10 +7,13 @@
 # per epoch, 300 epochs, EMA of the weights (momentum 1e-4), no gradient clipping. lr 4e-3 is for 4096 images
 # per step and stays put on fewer GPUs, as in mmpretrain: tools/train.py --auto-scale-lr scales it by the actual
 # batch (auto_scale_lr.base_batch_size 4096). A plain mmpretrain config; it is exactly the "e2e" phase of
-# configs/incubate_convnext_b.py. Changed here, none of them in what is trained: the data root
+# configs/incubate_convnext_b.py. Changed here: bfloat16 mixed precision where mmpretrain trains FP32
+# (_base_/schedules/bf16.py, which says how to go back), and, none of them in what is trained, the data root
 # (IMAGENET_ROOT=/path/to/imagenet), only the last 2 epoch checkpoints kept (mmpretrain keeps every one, about
 # 1 GB each with the AdamW state), the visualizer (below).
-_base_ = 'mmpretrain::convnext/convnext-base_32xb128_in1k.py'
+_base_ = ['mmpretrain::convnext/convnext-base_32xb128_in1k.py', './_base_/schedules/bf16.py']
+
+optim_wrapper = _base_.bf16_optim_wrapper  # bfloat16 mixed precision (mmpretrain's: FP32)
 
 data_root = '{{$IMAGENET_ROOT:data/imagenet}}'
 train_dataloader = dict(dataset=dict(data_root=data_root))

@@ -8,7 +8,7 @@
 # 3-Augment (DeiT-III, Sec. 3.2): resize, random crop with reflect padding and flip, then one of grayscale,
 # solarization or Gaussian blur, then colour jitter 0.3; no RandAugment, no random erasing. mmpretrain 1.2.0
 # has no ThreeAugment transform: it is composed of mmcv's RandomChoice and mmpretrain's transforms.
-_base_ = 'mmpretrain::deit3/deit3-base-p16_64xb64_in1k.py'
+_base_ = ['mmpretrain::deit3/deit3-base-p16_64xb64_in1k.py', './_base_/schedules/bf16.py']
 
 epochs = 400
 warmup_epochs = 5
@@ -17,8 +17,8 @@ batch_per_gpu = 64
 accumulation = 4
 
 optim_wrapper = dict(
+    _base_.bf16_optim_wrapper,  # bfloat16 mixed precision (the supplement's runs: FP32)
     _delete_=True,
-    type='OptimWrapper',
     optimizer=dict(type='Lamb', lr=3e-3, weight_decay=0.02),
     paramwise_cfg=dict(norm_decay_mult=0., bias_decay_mult=0., flat_decay_mult=0.),
     accumulative_counts=accumulation)

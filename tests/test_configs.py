@@ -235,8 +235,14 @@ def test_incubation_optimizer_holds_only_the_target_module(load):
 
     incubate = phases['incubate', 2]
     hybrid = build_on_meta(incubate.model)
+    # the config's bfloat16 AmpOptimWrapper needs a GPU: its FP32 twin (what optim_wrapper.type=OptimWrapper gives,
+    # configs/_base_/schedules/bf16.py) holds the same optimizer and accumulation
+    assert (incubate.optim_wrapper.type, incubate.optim_wrapper.dtype) == ('AmpOptimWrapper', 'bfloat16')
+    fp32 = copy.deepcopy(incubate.optim_wrapper)
+    fp32.type = 'OptimWrapper'
+    del fp32.dtype
     with DefaultScope.overwrite_default_scope('mmpretrain'):
-        optim_wrapper = build_optim_wrapper(hybrid, copy.deepcopy(incubate.optim_wrapper))
+        optim_wrapper = build_optim_wrapper(hybrid, fp32)
     in_optimizer = [p for group in optim_wrapper.optimizer.param_groups for p in group['params']]
     trainable = [p for p in hybrid.parameters() if p.requires_grad]
     assert len(in_optimizer) == len(trainable) and {id(p) for p in in_optimizer} == {id(p) for p in trainable}

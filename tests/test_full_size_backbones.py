@@ -138,12 +138,14 @@ def test_the_e2e_twin_is_the_pipelines_e2e_phase(name: str) -> None:
 
 @pytest.mark.parametrize('size', ['b', 'l'])
 def test_convnext_pipelines_keep_mmpretrains_model_and_recipe_in_every_phase(size: str) -> None:
-    """The E2E twin is mmpretrain's config (data root and checkpoints kept aside); every phase keeps its optimizer,
-    batch and EMA, and changes only epochs, drop path and warm-up."""
+    """The E2E twin is mmpretrain's config (data root and checkpoints kept aside) in bfloat16; every phase keeps its
+    optimizer, batch and EMA, and changes only epochs, drop path and warm-up."""
     stock = Config.fromfile(str(MMPRETRAIN_CONFIGS / 'convnext' / {'b': 'convnext-base_32xb128_in1k.py',
                                                                    'l': 'convnext-large_64xb64_in1k.py'}[size]))
     cfg = Config.fromfile(str(CONFIGS / f'incubate_convnext_{size}.py'))
     twin = Config.fromfile(str(CONFIGS / f'e2e_convnext_{size}.py'))
+    # mmpretrain's optimizer wrapper (FP32) with configs/_base_/schedules/bf16.py's precision merged in
+    stock.optim_wrapper.update(type='AmpOptimWrapper', dtype='bfloat16')
     for key in ('model', 'optim_wrapper', 'param_scheduler', 'train_cfg', 'auto_scale_lr', 'custom_hooks',
                 'data_preprocessor'):
         assert unscoped(twin[key]) == unscoped(stock[key]), key

@@ -113,6 +113,8 @@ def build_optimizer(cfg: Config, world_size: int) -> OptimWrapper:
     """The phase's optimizer, its lr scaled by MMEngine's own ``Runner.scale_lr`` for ``world_size`` processes."""
     optim_cfg = copy.deepcopy(cfg.optim_wrapper)
     optim_cfg.pop('constructor', None)  # the hybrid's constructor needs frozen parameters
+    optim_cfg.type = 'OptimWrapper'  # the configs' bfloat16 AmpOptimWrapper needs a GPU; lr is the same
+    optim_cfg.pop('dtype', None)
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         optim_wrapper = build_optim_wrapper(TinyViTParams(), optim_cfg)
     Runner.scale_lr(FakeRunner(cfg, world_size), optim_wrapper, cfg.get('auto_scale_lr'))

@@ -20,10 +20,11 @@
 #   image's repeats over GPUs, and this recipe is sized for one GPU.
 # - optimisation: the official recipe of _base_/schedules/deit_adamw_bs512.py (AdamW, lr 5e-4 per 512
 #   images, weight decay 0.05, timm's per-epoch cosine to 1e-5 over the phase with a 20-epoch warm-up
-#   from 1e-6 inside it, FP32, no clipping) at its reference batch, 512 on one GPU, so lr 5e-4;
-#   evaluation and a checkpoint every 5 epochs. A DeiT-T-128 step at batch 512 in FP32 needs about
-#   70 GiB (extrapolated from CPU runs at batch 8 and 16): on smaller GPUs set num_gpus = 2 and
-#   batch_per_gpu = 256 (same lr), or add --amp.
+#   from 1e-6 inside it, no clipping; bfloat16 mixed precision where the paper trained FP32:
+#   _base_/schedules/bf16.py) at its reference batch, 512 on one GPU, so lr 5e-4; evaluation and a
+#   checkpoint every 5 epochs. A DeiT-T-128 step at batch 512 in FP32 needs about 70 GiB (extrapolated
+#   from CPU runs at batch 8 and 16; bfloat16 saves activation memory, not measured here): on smaller
+#   GPUs set num_gpus = 2 and batch_per_gpu = 256 (same lr).
 # - the incubation pipeline's schedule, set below (incubate_deit_t_*.py read it from here because each
 #   E2E baseline's length is computed from it): the official phases with the paper's CIFAR epochs.
 #   K = 4 modules; meta model 300 epochs, drop path 0; each module 50 epochs, drop path 0.1; fine-tune

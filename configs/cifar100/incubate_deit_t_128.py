@@ -2,7 +2,8 @@
 # largest gain (Table 2: 77.2 against 69.4 end to end), the whole pipeline from one config: meta model
 # (4 x 1 block) -> 4 modules of 32 blocks incubated independently -> assembly -> fine-tune; the "e2e"
 # phase is configs/cifar100/e2e_deit_t_128.py, which holds the shared recipe, the schedule variables
-# and why they were chosen. Every phase keeps batch 512 on one GPU and lr 5e-4, FP32, no clipping.
+# and why they were chosen. Every phase keeps batch 512 on one GPU and lr 5e-4, no clipping,
+# bfloat16 mixed precision (the paper: FP32; _base_/schedules/bf16.py says how to train so).
 #   phase     network                               epochs  drop path  lr schedule (timm's cosine)
 #   meta      4 modules of 1 block                   300    0          warm-up 20
 #   incubate  meta model with module k real           50    0.1        warm-up 20

@@ -1,5 +1,5 @@
 # The DeiT recipe of the official Deep Incubation runs, for training a full ViT end to end: that of
-# deit_adamw_bs512.py (AdamW, timm's cosine with a 20-epoch warm-up inside it, stepped per epoch, FP32)
+# deit_adamw_bs512.py (AdamW, timm's cosine with a 20-epoch warm-up inside it, stepped per epoch, bfloat16)
 # at an effective batch of 2048 on 8 GPUs, so lr 2e-3. This is the E2E baseline's schedule;
 # schedules/incubation_in1k.py changes per phase only what differs.
 _base_ = './deit_adamw_bs512.py'
