@@ -24,7 +24,7 @@ import mmincubation  # noqa: E402,F401  (compatibility fixes and registries)
 from mmincubation.engine.runner import PHASES  # noqa: E402
 from mmincubation.engine.runner.cli import exit_on_bad_input, merge_config_args  # noqa: E402
 from mmincubation.engine.runner.fit_checks import check_pretrained_backbone  # noqa: E402
-from mmincubation.engine.runner.run_settings import check_pipeline_run_settings  # noqa: E402
+from mmincubation.engine.runner.run_settings import check_pipeline_run_settings, drop_amp_settings_of_fp32  # noqa: E402,E501
 from mmincubation.launcher import setup_launcher  # noqa: E402
 from mmincubation.phases import DEFAULT_METHODS, phases_of  # noqa: E402
 
@@ -55,20 +55,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-#: What only MMEngine's AmpOptimWrapper takes: its precision and loss scaling.
-AMP_SETTINGS = ('dtype', 'loss_scale')
-
-
-def drop_amp_settings_of_fp32(cfg: Config) -> None:
-    """An FP32 run of a mixed-precision config: ``--cfg-options optim_wrapper.type=OptimWrapper`` over the bf16 GPU
-    configs (configs/_base_/schedules/bf16.py) leaves their ``dtype``, which ``OptimWrapper`` refuses (an unexpected
-    keyword argument); a plain ``OptimWrapper`` takes neither of :data:`AMP_SETTINGS`, so they are dropped."""
-    optim_wrapper = cfg.get('optim_wrapper')
-    if optim_wrapper and str(optim_wrapper.get('type', 'OptimWrapper')).split('.')[-1] == 'OptimWrapper':
-        for key in AMP_SETTINGS:
-            optim_wrapper.pop(key, None)
-
-
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     """Apply the command line to the config, as mmpretrain's tools/train.py does."""
     merge_config_args(cfg, args, keep_work_dir=True)
@@ -76,7 +62,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-    drop_amp_settings_of_fp32(cfg)
+    drop_amp_settings_of_fp32(cfg.get('optim_wrapper'))
     if args.no_validate:
         for key in ('val_cfg', 'val_dataloader', 'val_evaluator'):
             cfg[key] = None
