@@ -18,7 +18,7 @@ import torch
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import RUNNERS, DefaultScope
-from test_full_size_backbones import metafile_parameters, num_params, with_full_layout
+from test_full_size_backbones import assert_trains_the_same, metafile_parameters, num_params, with_full_layout
 
 from mmincubation.engine.runner import build_layout, phase_recipe
 from mmincubation.engine.runner.fit_checks import build_on_meta
@@ -165,11 +165,7 @@ def test_the_e2e_twin_is_the_pipelines_e2e_phase(pipelines, name: str) -> None:
     assert RUNNERS.get(twin.runner_type) is PhaseFlexibleRunner  # what the e2e phase's 'FlexibleRunner' runs on
     assert twin.custom_imports == dict(imports=['mmincubation'], allow_failed_imports=False)
     assert twin.strategy == e2e.strategy and twin.activation_checkpointing == e2e.activation_checkpointing
-    twin = with_full_layout(twin)
-    for key in ('model', 'data_preprocessor', 'train_dataloader', 'val_dataloader', 'test_dataloader', 'val_evaluator',
-                'optim_wrapper', 'param_scheduler', 'train_cfg', 'auto_scale_lr', 'default_hooks', 'custom_hooks',
-                'default_scope'):
-        assert e2e.get(key) == twin.get(key), key
+    assert_trains_the_same(e2e, with_full_layout(twin))
 
 
 def narrow(cfg: Config) -> Config:

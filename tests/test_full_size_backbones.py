@@ -119,6 +119,14 @@ def test_full_size_pipelines_build_every_phase_with_mmpretrains_parameter_count(
     assert num_params(build_on_meta(phase_recipe(cfg, 'e2e'))) == num_params(full)
 
 
+def assert_trains_the_same(e2e: Config, twin: Config) -> None:
+    """The pipeline's E2E phase and its twin config train the same model on the same data with the same recipe."""
+    for key in ('model', 'data_preprocessor', 'train_dataloader', 'val_dataloader', 'test_dataloader', 'val_evaluator',
+                'optim_wrapper', 'param_scheduler', 'train_cfg', 'auto_scale_lr', 'default_hooks', 'custom_hooks',
+                'default_scope'):
+        assert e2e.get(key) == twin.get(key), key
+
+
 @pytest.mark.parametrize('name', PIPELINES)
 def test_the_e2e_twin_is_the_pipelines_e2e_phase(name: str) -> None:
     pipeline = Config.fromfile(str(CONFIGS / f'incubate_{name}.py'))
@@ -126,10 +134,7 @@ def test_the_e2e_twin_is_the_pipelines_e2e_phase(name: str) -> None:
     assert 'incubation' not in twin and 'runner_type' not in twin  # a plain config: an ordinary Runner trains it
     e2e = phase_recipe(pipeline, 'e2e')
     twin = with_full_layout(twin)
-    for key in ('model', 'data_preprocessor', 'train_dataloader', 'val_dataloader', 'test_dataloader', 'val_evaluator',
-                'optim_wrapper', 'param_scheduler', 'train_cfg', 'auto_scale_lr', 'default_hooks', 'custom_hooks',
-                'default_scope'):
-        assert e2e.get(key) == twin.get(key), key
+    assert_trains_the_same(e2e, twin)
     def shapes(cfg: Config) -> dict:
         return {key: value.shape for key, value in build_on_meta(cfg).state_dict().items()}
 
