@@ -51,7 +51,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.accuracy_at_equal_cost import Schedule, describe_machine, mean_std  # noqa: E402
-from benchmarks.where_incubation_wins import block_epochs  # noqa: E402
+from benchmarks.where_incubation_wins import block_epochs, ranked_margins  # noqa: E402
 from mmincubation.engine.runner.progress import Progress  # noqa: E402
 from mmincubation.engine.runner.records import method_results  # noqa: E402
 from mmincubation.make_meta import pretrained_record  # noqa: E402
@@ -255,6 +255,11 @@ def verdicts(rows: list[dict], source_depth: int) -> list[str]:
         parts = [f'{"gained" if r[key][0] > 0 else "lost"} {r[key][0]:+.2f} +- {r[key][1]:.2f} against {name}'
                  for key, name in DIFFS.items() if key in r]
         lines.append(f'{LABELS[r["arm"]].format(s=source_depth)} ({len(r["seeds"])} seeds): ' + '; '.join(parts))
+    found = {r['arm']: r for r in rows if r['arm'] in ARMS and r['arm'] != 'source'}  # the ways to the deep model
+    if len(found) > 1:
+        labels = {arm: LABELS[arm].format(s=source_depth) for arm in found}
+        best, margins = ranked_margins(found, labels)
+        lines.append(f'best at the new cost: {labels[best]} ({"; ".join(margins)})')
     return lines
 
 

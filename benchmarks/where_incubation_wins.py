@@ -242,22 +242,30 @@ def paired(winner: dict, other: dict) -> tuple[float, float | None]:
     return statistics.fmean(differences), statistics.stdev(differences) if len(differences) > 1 else None
 
 
+def ranked_margins(found: dict[str, dict], labels: dict[str, str]) -> tuple[str, list[str]]:
+    """The best of ``found`` (rows with ``top1_mean``, ``seeds``, ``top1``) and its paired margin over each other,
+    best first: ``'+2.00 +- 1.65 over stack (a win)'``; a margin inside its seeds' spread is called a tie (with one
+    seed there is no spread to judge by)."""
+    ranked = sorted(found, key=lambda m: -found[m]['top1_mean'])
+    margins = []
+    for other in ranked[1:]:
+        mean, spread = paired(found[ranked[0]], found[other])
+        call = ('one seed' if spread is None else 'a tie' if mean <= spread else 'a win')
+        spread_text = '' if spread is None else f' +- {spread:.2f}'
+        margins.append(f'{mean:+.2f}{spread_text} over {labels[other]} ({call})')
+    return ranked[0], margins
+
+
 def verdicts(rows: list[dict]) -> list[str]:
-    """Per setting: the best way to train the deep model at equal cost, and its paired margin over each other;
-    a margin inside its seeds' spread is called a tie (with one seed there is no spread to judge by)."""
+    """Per setting: the best way to train the deep model at equal cost, and its paired margin over each other
+    (:func:`ranked_margins`)."""
     lines = []
     settings = dict.fromkeys((r['depth'], r['fraction'], r['budget']) for r in rows)
     for depth, fraction, budget in settings:
         found = {r['method']: r for r in rows if (r['depth'], r['fraction'], r['budget']) == (depth, fraction, budget)}
-        ranked = sorted((m for m in MAIN + PEERS_DOWN if m in found), key=lambda m: -found[m]['top1_mean'])
-        margins = []
-        for other in ranked[1:]:
-            mean, spread = paired(found[ranked[0]], found[other])
-            call = ('one seed' if spread is None else 'a tie' if mean <= spread else 'a win')
-            margins.append(f'{mean:+.2f}' + ('' if spread is None else f' +- {spread:.2f}')
-                           + f' over {LABELS[other]} ({call})')
-        refs = [m for m in ('meta', 'shallow') if m in found and found[m]['top1_mean'] > found[ranked[0]]['top1_mean']]
-        lines.append(f'depth {depth}, {round(fraction * 100)}% data, budget {budget:g}: {LABELS[ranked[0]]} is best '
+        best, margins = ranked_margins({m: found[m] for m in MAIN + PEERS_DOWN if m in found}, LABELS)
+        refs = [m for m in ('meta', 'shallow') if m in found and found[m]['top1_mean'] > found[best]['top1_mean']]
+        lines.append(f'depth {depth}, {round(fraction * 100)}% data, budget {budget:g}: {LABELS[best]} is best '
                      f'({"; ".join(margins)})' + (f'; but {" and ".join(LABELS[m] for m in refs)} beat(s) it'
                                                    if refs else ''))
     return lines

@@ -195,3 +195,14 @@ def test_grow_from_pretrained_arms_keeps_the_source_every_other_arm_reads():
     assert plan([0, 1], True, False, ['pretrained', 'scratch-meta']) == [
         (0, 'source'), (0, 'pretrained'), (0, 'scratch-meta'), (1, 'source'), (1, 'pretrained'), (1, 'scratch-meta')]
     assert (0, 'pretrained-all') in plan([0], True, False)
+
+
+def test_grow_from_pretrained_names_the_best_way_to_the_deep_model_with_paired_margins():
+    from benchmarks.grow_from_pretrained import verdicts
+    rows = [dict(arm=arm, top1_mean=sum(t) / 3, top1=t, seeds=[0, 1, 2])
+            for arm, t in (('source', [90.0, 90.0, 90.0]), ('pretrained', [66.0, 67.0, 66.5]),
+                           ('grow', [71.0, 70.5, 71.5]), ('e2e', [47.0, 46.0, 48.0]))]
+    best = verdicts(rows, 8)[-1]
+    assert best.startswith('best at the new cost: from pretrained, K=4, grown + E2E (+4.50 +- 0.87 over from '
+                           'pretrained, K=4 of 8 blocks (a win)')  # the source is no way to the deep model
+    assert '+24.00 +- 0.50 over (a) E2E at the new cost (a win)' in best
