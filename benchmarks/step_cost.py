@@ -35,8 +35,8 @@ from mmincubation.complexity import input_shape
 from mmincubation.engine.runner import build_layout, phase_recipe
 from mmincubation.engine.runner.cli import exit_on_bad_input
 from mmincubation.engine.runner.incubation_runner import phase_hooks
+from mmincubation.engine.runner.phase_config import drop_amp_settings_of_fp32
 from mmincubation.engine.runner.progress import Progress
-from mmincubation.engine.runner.run_settings import drop_amp_settings_of_fp32
 from mmincubation.phases import Phase
 
 RESULTS = Path(__file__).parent / 'results'

@@ -24,7 +24,8 @@ import mmincubation  # noqa: E402,F401  (compatibility fixes and registries)
 from mmincubation.engine.runner import PHASES  # noqa: E402
 from mmincubation.engine.runner.cli import exit_on_bad_input, merge_config_args  # noqa: E402
 from mmincubation.engine.runner.fit_checks import check_pretrained_backbone  # noqa: E402
-from mmincubation.engine.runner.run_settings import check_pipeline_run_settings, drop_amp_settings_of_fp32  # noqa: E402,E501
+from mmincubation.engine.runner.phase_config import drop_amp_settings_of_fp32  # noqa: E402
+from mmincubation.engine.runner.run_settings import check_pipeline_run_settings  # noqa: E402
 from mmincubation.launcher import setup_launcher  # noqa: E402
 from mmincubation.phases import DEFAULT_METHODS, phases_of  # noqa: E402
 

@@ -27,7 +27,7 @@ from .phase_lock import PhaseLock, PhaseLocked
 from .progress import Progress, Work
 from .records import RECORD_FILE, PhaseRecord, format_summary, read_record, write_record
 from .run_settings import check_pipeline_run_settings
-from .strategies import build_phase_runner
+from .strategies import build_phase_runner, check_launch, phase_runner_class
 
 DEFAULT_PHASES = ('meta', 'incubate', 'assemble', 'finetune')
 #: Where a meta phase with a head warm-up keeps the meta model made of the pretrained network, keyed by what it
@@ -164,6 +164,11 @@ class IncubationRunner:
         if self.retrain:
             self.set_aside()
         runs = self.runs()
+        for phase in runs:  # every phase's runner settings, before anything trains
+            if phase.spec.trains:
+                recipe = phase_recipe(self.cfg, phase.name, phase.module)
+                phase_runner_class(recipe, f'incubation.{phase.name}')
+                check_launch(recipe, f'incubation.{phase.name}')
         progress = Progress(len(runs), noun='phase')
         for index, phase in enumerate(runs, 1):
             left = [(kind, 0) if later.product(self.work_dir).is_file() else (kind, amount)
@@ -474,7 +479,7 @@ class IncubationRunner:
             if phase == 'meta' and self.meta_from and not self.meta_from.get('warmup'):
                 self.adopt_meta()
                 return True
-            runner = build_phase_runner(self.run_config(phase, module))
+            runner = build_phase_runner(self.run_config(phase, module), f'incubation.{phase}')
             runner.train()
             if self._tested(phase):
                 runner.test()

@@ -141,6 +141,19 @@ BLOCKS = 'blocks'
 GROWN = tuple(name for name, spec in PHASE_TABLE.items() if spec.inputs == ('meta', ) and spec.holds == 'full')
 
 
+#: What only MMEngine's ``AmpOptimWrapper`` takes: its precision and loss scaling.
+AMP_SETTINGS = ('dtype', 'loss_scale')
+
+
+def drop_amp_settings_of_fp32(optim_wrapper: dict | None) -> None:
+    """An FP32 run of a mixed-precision config: ``optim_wrapper.type='OptimWrapper'`` set over the bf16 GPU configs
+    (configs/_base_/schedules/bf16.py) leaves their ``dtype``, which ``OptimWrapper`` refuses (an unexpected keyword
+    argument); a plain ``OptimWrapper`` takes neither of :data:`AMP_SETTINGS`, so they are dropped (in place)."""
+    if optim_wrapper and str(optim_wrapper.get('type', 'OptimWrapper')).split('.')[-1] == 'OptimWrapper':
+        for key in AMP_SETTINGS:
+            optim_wrapper.pop(key, None)
+
+
 def phase_recipe(cfg: Config, phase: str, module: int | None = None) -> Config:
     """The MMEngine config of what ``phase`` trains (``module`` for ``incubate``): a pure function of ``cfg``.
 
@@ -174,6 +187,7 @@ def phase_recipe(cfg: Config, phase: str, module: int | None = None) -> Config:
     # out_indices the phase's own section sets count its network's blocks, else the full model's
     phase_outputs = 'out_indices' in (((incubation.get(phase) or {}).get('model') or {}).get('backbone') or {})
     spec_of(model.backbone).set_layout(model.backbone, phase_layout(layout, phase, module), layout, phase_outputs)
+    drop_amp_settings_of_fp32(recipe.get('optim_wrapper'))  # an fp32 phase of a bf16 config
     if recipe.get('activation_checkpointing') == BLOCKS:  # every block of the network the phase trains
         recipe.activation_checkpointing = network_blocks(model)
     if phase == 'incubate':
@@ -197,7 +211,7 @@ UNTRAINED_SETTINGS = ('work_dir', 'launcher', 'log_level', 'log_processor', 'vis
                       'experiment_name', 'filename', 'resume', 'load_from', 'custom_imports',
                       # how the processes are wired (set by the launcher: DDP on CPUs); one process or
                       # several train the same recipe, so module jobs may run on other machine counts
-                      'model_wrapper_cfg',
+                      'model_wrapper_cfg', 'runner_type', 'strategy',
                       # recomputing activations in the backward pass gives the same losses and gradients
                       # (compat.turn_on_activation_checkpointing), so a run may switch it on to fit in memory
                       'activation_checkpointing',

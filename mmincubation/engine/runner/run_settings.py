@@ -32,15 +32,3 @@ def check_pipeline_run_settings(cfg: Config) -> None:
             'incubation.<phase>.load_from for the phase it is meant for (e.g. --cfg-options '
             f'incubation.e2e.load_from={load_from}); interrupted phases resume by themselves, with no --resume PATH')
 
-
-#: What only MMEngine's ``AmpOptimWrapper`` takes: its precision and loss scaling.
-AMP_SETTINGS = ('dtype', 'loss_scale')
-
-
-def drop_amp_settings_of_fp32(optim_wrapper: dict | None) -> None:
-    """An FP32 run of a mixed-precision config: ``optim_wrapper.type='OptimWrapper'`` set over the bf16 GPU configs
-    (configs/_base_/schedules/bf16.py) leaves their ``dtype``, which ``OptimWrapper`` refuses (an unexpected keyword
-    argument); a plain ``OptimWrapper`` takes neither of :data:`AMP_SETTINGS`, so they are dropped (in place)."""
-    if optim_wrapper and str(optim_wrapper.get('type', 'OptimWrapper')).split('.')[-1] == 'OptimWrapper':
-        for key in AMP_SETTINGS:
-            optim_wrapper.pop(key, None)

@@ -35,11 +35,14 @@ import copy
 import torch
 from mmengine._strategy import FSDPStrategy
 from mmengine.config import Config
+from mmengine.optim import build_optim_wrapper
 from mmengine.runner import FlexibleRunner
+from torch import nn
 
 from ...compat import turn_on_activation_checkpointing
 from ...registry import RUNNERS, STRATEGIES
-from .phase_config import RecipeError, network_blocks
+from .fit_checks import build_on_meta
+from .phase_config import BLOCKS, RecipeError, drop_amp_settings_of_fp32, network_blocks
 from .phase_runner import PhaseRunner, _PhaseConsole
 
 STOCK_RUNNERS = ('Runner', 'mmengine.Runner')
@@ -95,6 +98,41 @@ class PhaseFSDPStrategy(FSDPStrategy):
     ``OptimWrapper.state_dict`` does.
     """
 
+    _param_groups: list[tuple[dict, list[str]]] | None = None
+
+    def prepare(self, model, *, optim_wrapper=None, **kwargs):  # noqa: ANN001,ANN201 (MMEngine's signature)
+        self._optim_wrapper_cfg = optim_wrapper
+        return super().prepare(model, optim_wrapper=optim_wrapper, **kwargs)
+
+    def _wrap_model(self, model: nn.Module) -> nn.Module:
+        # MMEngine's optimizer constructors judge each parameter by its shape and name (flat_decay_mult on 1-D
+        # tensors, norm / bias / custom_keys); after wrapping they would see FSDP's flat 1-D shards and names with
+        # `_fsdp_wrapped_module.`, and every weight lost its weight decay. The groups are decided here, on the model
+        # as built, and given to the wrapped parameters by name in build_optim_wrapper.
+        cfg = getattr(self, '_optim_wrapper_cfg', None)
+        if isinstance(cfg, dict) and (cfg.get('optimizer') or 'constructor' in cfg):
+            reference = copy.deepcopy(dict(cfg))
+            reference['type'] = 'OptimWrapper'  # only the optimizer's groups are wanted (AMP needs a GPU)
+            drop_amp_settings_of_fp32(reference)
+            reference.pop('use_fsdp', None)
+            names = {id(param): name for name, param in model.named_parameters()}
+            groups = build_optim_wrapper(model, reference).optimizer.param_groups
+            self._param_groups = [({key: value for key, value in group.items() if key != 'params'},
+                                   [names[id(param)] for param in group['params']]) for group in groups]
+        return super()._wrap_model(model)
+
+    def build_optim_wrapper(self, optim_wrapper, model=None):  # noqa: ANN001,ANN201 (MMEngine's signature)
+        wrapper = super().build_optim_wrapper(optim_wrapper, model)
+        if self._param_groups is None or not isinstance(optim_wrapper, dict):
+            return wrapper
+        params = {name.replace('_fsdp_wrapped_module.', ''): param for name, param in (model or self.model)
+                  .named_parameters()}
+        optimizer = wrapper.optimizer  # no step taken yet: its groups can be replaced
+        optimizer.param_groups.clear()
+        for options, names in self._param_groups:
+            optimizer.add_param_group(dict(options, params=[params[name] for name in names]))
+        return wrapper
+
     def optim_state_dict(self) -> dict:
         from torch.distributed.fsdp import FullyShardedDataParallel
         state = FullyShardedDataParallel.optim_state_dict(self.model, self.optim_wrapper.optimizer)
@@ -127,9 +165,11 @@ class PhaseFlexibleRunner(_PhaseConsole, FlexibleRunner):
         blocks = network_blocks(self.cfg.model)
         self.model = self.strategy.build_model(self.model)  # FlexibleRunner builds it in train(); a module passes
         if self.cfg.get('activation_checkpointing'):
-            turn_on_activation_checkpointing(self.model, self.cfg.activation_checkpointing)
-        wrapper = self.strategy.model_wrapper
-        if strategy_type(self.cfg.strategy) == 'FSDPStrategy' and wrapper.get('auto_wrap_policy') is None:
+            names = self.cfg.activation_checkpointing
+            turn_on_activation_checkpointing(self.model, names)
+            self.logger.info(f'activation checkpointing (non-reentrant) of {len(names)} sub-modules: {names[0]}, ...')
+        wrapper = getattr(self.strategy, 'model_wrapper', None) or {}
+        if strategy_type(self.cfg.get('strategy')) == 'FSDPStrategy' and wrapper.get('auto_wrap_policy') is None:
             from torch.distributed.fsdp.wrap import ModuleWrapPolicy
             wrapper['auto_wrap_policy'] = ModuleWrapPolicy({type(self.model.get_submodule(name)) for name in blocks})
 
@@ -139,32 +179,71 @@ class PhaseFlexibleRunner(_PhaseConsole, FlexibleRunner):
         return super().build_strategy(strategy, **kwargs)
 
 
-def build_phase_runner(cfg: Config) -> PhaseRunner | FlexibleRunner:
-    """The runner of one phase's run config: its ``runner_type`` (``Runner`` by default, ``FlexibleRunner`` when
-    it names a ``strategy``), built by its ``from_cfg``; a user's own registered runner class is built as it is.
+def phase_runner_class(cfg: Config, what: str = 'the phase') -> type:
+    """The runner class of one phase's recipe or run config: its ``runner_type`` (``Runner`` by default,
+    ``FlexibleRunner`` when it names a ``strategy``; a user's own registered runner class as it is), checked before
+    anything trains.
+
+    Args:
+        cfg: the phase's recipe (:func:`~.phase_config.phase_recipe`) or run config.
+        what: the phase's settings in the pipeline config, for the messages (``'incubation.finetune'``).
 
     Raises:
-        RecipeError: a ``strategy`` on the stock ``Runner``, a ``runner_type`` no registry knows, an ``EMAHook``
-            under FSDP (its averaged copy of the model is not sharded), or ``DeepSpeedStrategy`` (not supported yet).
+        RecipeError: naming ``what``: a ``strategy`` on the stock ``Runner``; ``DeepSpeedStrategy`` (not supported
+            yet); an ``EMAHook`` on the ``FlexibleRunner`` (MMEngine 0.10.7's hook fails there at the first
+            checkpoint, and under FSDP its averaged model would be a second, unsharded copy); a ``runner_type`` no
+            registry knows;
+            ``activation_checkpointing`` naming no sub-module of the phase's network.
     """
     runner_type = cfg.get('runner_type')
     kind = strategy_type(cfg.get('strategy'))
     if runner_type in STOCK_RUNNERS and kind:
-        raise RecipeError(f"runner_type={runner_type!r} with strategy={kind!r}: MMEngine's Runner has no strategies "
-                          "and would train without it; set runner_type='FlexibleRunner' in the phase's section")
+        raise RecipeError(f"{what}: runner_type={runner_type!r} with strategy={kind!r}: MMEngine's Runner has no "
+                          f"strategies and would train without it; set {what}.runner_type='FlexibleRunner'")
     if kind == 'DeepSpeedStrategy':
-        raise RecipeError('strategy=DeepSpeedStrategy is not supported yet: a phase\'s checkpoints and product must be '
-                          'whole state dicts, which the pipeline gathers from FSDP\'s shards but not from ZeRO\'s '
-                          "partitions; use strategy=dict(type='FSDPStrategy') (ZeRO-3's sharding of parameters, "
-                          'gradients and optimizer states) or DDPStrategy')
-    if kind == 'FSDPStrategy' and any(str(hook.get('type', '')).endswith('EMAHook')
-                                      for hook in cfg.get('custom_hooks') or []):
-        raise RecipeError('EMAHook under FSDPStrategy: its averaged model would be a second, unsharded copy; '
-                          'train this phase without EMA or with DDPStrategy')
+        raise RecipeError(f'{what}: strategy=DeepSpeedStrategy is not supported yet: a phase\'s checkpoints and '
+                          'product must be whole state dicts, which the pipeline gathers from FSDP\'s shards but '
+                          "not from ZeRO's partitions; use strategy=dict(type='FSDPStrategy') (ZeRO-3's sharding of "
+                          'parameters, gradients and optimizer states) or DDPStrategy')
+    flexible = runner_type in FLEXIBLE_RUNNERS or (runner_type is None and bool(kind))
+    if flexible and any(str(hook.get('type', '')).endswith('EMAHook') for hook in cfg.get('custom_hooks') or []):
+        raise RecipeError(f'{what}: an EMAHook on the FlexibleRunner ({kind or "no strategy"}): MMEngine 0.10.7\'s '
+                          'EMAHook fails there at the first checkpoint, and under FSDP its averaged model would be a '
+                          'second, unsharded copy; train this phase on the stock Runner (no strategy, DDP through '
+                          '--launcher) or without EMA')
+    names = cfg.get('activation_checkpointing')
+    if names and names != BLOCKS and not isinstance(names, str | list | tuple):
+        raise RecipeError(f'{what}.activation_checkpointing={names!r}: give sub-module names or {BLOCKS!r}')
+    if isinstance(names, str | list | tuple) and names != network_blocks(cfg.model):
+        model = build_on_meta(cfg)
+        missing = [name for name in ([names] if isinstance(names, str) else names)
+                   if name not in dict(model.named_modules())]
+        if missing:
+            raise RecipeError(f'{what}.activation_checkpointing names {missing}, no sub-modules of the phase\'s '
+                              f"network: name its blocks ({network_blocks(cfg.model)[0]!r}, ...) or set {BLOCKS!r}")
     if runner_type is None or runner_type in STOCK_RUNNERS + FLEXIBLE_RUNNERS:
-        return (PhaseFlexibleRunner if runner_type in FLEXIBLE_RUNNERS or kind else PhaseRunner).from_cfg(cfg)
+        return PhaseFlexibleRunner if flexible else PhaseRunner
     runner_cls = RUNNERS.get(runner_type)
     if runner_cls is None:
-        raise RecipeError(f'runner_type={runner_type!r} is no registered runner (Runner, FlexibleRunner or a '
-                          'class registered in mmengine.registry.RUNNERS)')
-    return runner_cls.from_cfg(cfg)
+        raise RecipeError(f'{what}: runner_type={runner_type!r} is no registered runner (Runner, FlexibleRunner or '
+                          'a class registered in mmengine.registry.RUNNERS)')
+    return runner_cls
+
+
+def check_launch(cfg: Config, what: str = 'the phase') -> None:
+    """Refuse a phase's strategy in a run without a distributed launch (``launcher='none'``): MMEngine's strategies
+    need a process group, and would fail with 'Default process group has not been initialized'.
+
+    Raises:
+        RecipeError: naming ``what``'s strategy and the launch commands.
+    """
+    kind = strategy_type(cfg.get('strategy'))
+    if kind and cfg.get('launcher', 'none') == 'none':
+        raise RecipeError(f'{what}: strategy={kind!r} needs a distributed launch (a process group): '
+                          'tools/dist_train.sh CONFIG GPUS ... (GPUS=1 on one GPU), torchrun ... tools/train.py CONFIG '
+                          '--launcher pytorch, or tools/slurm_train.sh')
+
+
+def build_phase_runner(cfg: Config, what: str = 'the phase') -> PhaseRunner | FlexibleRunner:
+    """The runner of one phase's run config (:func:`phase_runner_class`), built by its ``from_cfg``."""
+    return phase_runner_class(cfg, what).from_cfg(cfg)
