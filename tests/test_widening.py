@@ -89,3 +89,24 @@ def test_a_vit_s_grows_a_vit_b_width_meta_model_at_full_size() -> None:
     vit_s_meta.model.head.in_channels = 384
     widened = widen_vit(build_on_meta(vit_s_meta).state_dict(), 2)
     check_state_dict(widened, build_on_meta(vit_b_meta).state_dict(), source='ViT-S meta model widened')
+
+
+def test_exact_widening_keeps_its_copies_equal_under_training() -> None:
+    """What is not gained (docs/benchmarks.md, width growth): each copy of a widened unit gets the same gradient, so
+    five AdamW steps leave the tiled residual stream's copies identical; the widened network stays the source's
+    width in effect until new random weights break the symmetry."""
+    from mmpretrain.structures import DataSample
+    wide = MODELS.build(vit(64, 2))
+    wide.load_state_dict(widen_vit(random_model(vit(32, 1)).state_dict(), 2), strict=True)
+    wide.train()
+    before = wide.backbone.layers[0].ffn.layers[0][0].weight.detach().clone()
+    optimizer = torch.optim.AdamW(wide.parameters(), lr=1e-3, weight_decay=0.05)
+    samples = [DataSample().set_gt_label(i) for i in range(8)]
+    for _ in range(5):
+        loss = sum(wide(torch.randn(8, 1, 28, 28), samples, mode='loss').values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    fc1, ln1 = wide.backbone.layers[0].ffn.layers[0][0].weight, wide.backbone.layers[0].ln1.weight
+    assert not torch.equal(fc1, before)  # it trained
+    assert torch.equal(fc1[:, :32], fc1[:, 32:]) and torch.equal(ln1[:32], ln1[32:])
