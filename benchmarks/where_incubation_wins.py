@@ -289,7 +289,7 @@ def plot(rows: list[dict], out_file: Path) -> Path:
     import matplotlib.pyplot as plt
 
     depths = sorted({r['depth'] for r in rows})
-    fig, axes = plt.subplots(1, len(depths), figsize=(5.5 * len(depths), 4), dpi=120, squeeze=False)
+    fig, axes = plt.subplots(1, len(depths), figsize=(5.5 * len(depths) + 2.5, 4), dpi=120, squeeze=False)
     for ax, depth in zip(axes[0], depths):
         for method in METHODS:
             points = sorted((r['cost'] / 1e6, r['top1_mean'], r['top1_std']) for r in rows
@@ -301,7 +301,7 @@ def plot(rows: list[dict], out_file: Path) -> Path:
         ax.set(xlabel='training cost (million block-images, all phases)', ylabel='test top-1 (%)',
                title=f'ViT {depth} blocks x width 32, Fashion-MNIST')
         ax.grid(alpha=.3)
-        ax.legend(fontsize=7)
+    axes[0][-1].legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.02, 1.0))  # beside the panels, hiding no point
     fig.tight_layout()
     fig.savefig(out_file)
     plt.close(fig)
