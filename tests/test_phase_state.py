@@ -335,7 +335,7 @@ def test_an_ema_phase_killed_mid_run_resumes_to_the_same_product(configs, tmp_pa
 
 
 @needs_data
-@pytest.mark.parametrize('break_it', ['empty', 'dangling', 'truncated'])
+@pytest.mark.parametrize('break_it', ['empty', 'dangling', 'truncated', 'copied'])
 def test_a_broken_last_checkpoint_resumes_from_the_newest_whole_checkpoint(configs, finished, tmp_path, break_it):
     """Case disk-full-leaves-empty-last-checkpoint: after a full disk, the rerun goes on."""
     work = tmp_path / 'work'
@@ -347,11 +347,15 @@ def test_a_broken_last_checkpoint_resumes_from_the_newest_whole_checkpoint(confi
         last.write_text('')
     elif break_it == 'dangling':
         last.write_text(str(work / 'meta' / 'epoch_2.pth'))
-    else:  # a later checkpoint cut short by the full disk, named by last_checkpoint
+    elif break_it == 'truncated':  # a later checkpoint cut short by the full disk, named by last_checkpoint
         (work / 'meta' / 'epoch_2.pth').write_bytes((work / 'meta' / 'epoch_1.pth').read_bytes()[:4096])
         last.write_text(str(work / 'meta' / 'epoch_2.pth'))
+    else:  # a copied work dir: last_checkpoint names the original's epoch_1.pth, another run's file
+        assert last.read_text().strip() == str(finished / 'meta' / 'epoch_1.pth')
     result = train(str(configs / 'tiny.py'), '--phase', 'meta', '--work-dir', str(work))
     assert result.returncode == 0, result.stdout[-3000:]
+    if break_it == 'copied':
+        assert f'outside {work}/meta (a copied or moved work dir)' in result.stdout
     assert f'resuming from {work}/meta/epoch_1.pth, the newest whole checkpoint' in result.stdout
     assert (work / 'meta' / 'meta.pth').read_bytes() == (finished / 'meta' / 'meta.pth').read_bytes()
 

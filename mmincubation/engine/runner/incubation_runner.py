@@ -81,17 +81,21 @@ def resume_checkpoint(work_dir: Path) -> tuple[str | None, str]:
     """The checkpoint an interrupted phase resumes from, and what was done to find it (for the log).
 
     ``last_checkpoint`` names it (MMEngine writes that file in place: a full disk can leave it empty, and
-    a checkpoint it names can be truncated or gone). When it does not name a whole checkpoint, the newest
-    whole ``epoch_N.pth`` / ``iter_N.pth`` of the folder is used; with none, the phase starts again.
+    a checkpoint it names can be truncated or gone, or lie in another folder when the work dir was copied or moved).
+    When it does not name a whole checkpoint of this folder, the newest whole ``epoch_N.pth`` / ``iter_N.pth`` of
+    the folder is used; with none, the phase starts again.
     """
     last = work_dir / 'last_checkpoint'
     if not last.exists():
         return None, ''
     named = last.read_text().strip() if last.is_file() else ''
-    if named and Path(named).is_file() and _whole(Path(named)):
+    # MMEngine writes an absolute path: in a copied or moved work dir it names the original's file, another run's
+    outside = bool(named) and Path(named).parent.resolve() != work_dir.resolve()
+    if named and not outside and Path(named).is_file() and _whole(Path(named)):
         return named, ''
     found = sorted((int(m.group(2)), path) for path in work_dir.iterdir() if (m := _CHECKPOINT.match(path.name)))
-    why = f'{last} is empty' if not named else f'{last} names {named}, which is missing or truncated'
+    why = (f'{last} is empty' if not named else f'{last} names {named}, outside {work_dir} (a copied or moved work '
+           'dir)' if outside else f'{last} names {named}, which is missing or truncated')
     for _, path in reversed(found):
         if _whole(path):
             return str(path), f'{why}: resuming from {path}, the newest whole checkpoint'
