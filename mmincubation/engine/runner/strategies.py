@@ -19,6 +19,8 @@ What the pipeline needs of FSDP, filled in where the strategy leaves it open (``
   frozen and trained parameters in one unit FSDP keeps gradient memory as if nothing were frozen (PyTorch
   #104690). MMEngine 0.10.7 cannot take ``ModuleWrapPolicy`` from a config (a dict policy is wrapped in
   ``functools.partial`` and called as a function), so the policy object is set here;
+* the optimizer's parameter groups (weight decay, custom keys) decided on the model as built, not on FSDP's flat
+  shards, which MMEngine's constructors would all take for norms and biases (:class:`PhaseFSDPStrategy`);
 * full state dicts (``state_dict_cfg='full'``): a product and a checkpoint to resume from are whole files, as
   under DDP; a ``'local'`` (sharded) one is refused, its ``rankN.pth`` folders being no product;
 * without CUDA (the tests: gloo on CPU) the wrapper's ``device_id`` is the CPU (MMEngine passes ``LOCAL_RANK``,
@@ -89,13 +91,15 @@ def fill_strategy(strategy: dict, cuda: bool) -> dict:
 
 @STRATEGIES.register_module()
 class PhaseFSDPStrategy(FSDPStrategy):
-    """MMEngine 0.10.7's ``FSDPStrategy`` whose optimizer state survives a resume.
+    """MMEngine 0.10.7's ``FSDPStrategy`` whose optimizer keeps its parameter groups and survives a resume.
 
-    Its ``load_optim_state_dict`` passes ``FSDP.optim_state_dict_to_load`` the state dict first, the order of
-    torch 1.x: today's takes ``(model, optim, optim_state_dict)``, so every resume of an FSDP run failed
-    ('unhashable type: dict'). Its ``optim_state_dict`` hands FSDP the optimizer *wrapper*; here FSDP gets the
-    optimizer, and an ``AmpOptimWrapper``'s loss scaler is saved and restored beside it, as
-    ``OptimWrapper.state_dict`` does.
+    Its optimizer is built after wrapping, where MMEngine's constructors see FSDP's flat 1-D shards: with
+    ``flat_decay_mult=0`` (the DeiT recipe) no weight had weight decay. Here the groups are decided on the model
+    as built and handed to the wrapped parameters by name. Its ``load_optim_state_dict`` passes
+    ``FSDP.optim_state_dict_to_load`` the state dict first, the order of torch 1.x: today's takes
+    ``(model, optim, optim_state_dict)``, so every resume of an FSDP run failed ('unhashable type: dict'). Its
+    ``optim_state_dict`` hands FSDP the optimizer *wrapper*; here FSDP gets the optimizer, and an
+    ``AmpOptimWrapper``'s loss scaler is saved and restored beside it, as ``OptimWrapper.state_dict`` does.
     """
 
     _param_groups: list[tuple[dict, list[str]]] | None = None
@@ -166,6 +170,7 @@ class PhaseFlexibleRunner(_PhaseConsole, FlexibleRunner):
         self.model = self.strategy.build_model(self.model)  # FlexibleRunner builds it in train(); a module passes
         if self.cfg.get('activation_checkpointing'):
             names = self.cfg.activation_checkpointing
+            names = [names] if isinstance(names, str) else list(names)
             turn_on_activation_checkpointing(self.model, names)
             self.logger.info(f'activation checkpointing (non-reentrant) of {len(names)} sub-modules: {names[0]}, ...')
         wrapper = getattr(self.strategy, 'model_wrapper', None) or {}
