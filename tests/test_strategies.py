@@ -188,11 +188,16 @@ def test_runner_and_strategy_are_how_a_phase_is_spread_not_what_it_trains(recipe
     assert recipe_fingerprint(phase_recipe(recipe, 'finetune'))[1] == plain
 
 
-def test_the_flexible_runner_without_a_strategy_builds(recipe, tmp_path):
+def test_the_flexible_runner_without_a_strategy_builds(recipe, tmp_path, monkeypatch):
+    """Without a launcher it runs in one process, as the stock Runner: no launcher inferred from the environment
+    (a SLURM allocation's variables), no process group started."""
+    monkeypatch.setenv('WORLD_SIZE', '2')
+    monkeypatch.setenv('SLURM_NTASKS', '2')
     recipe.incubation.meta.runner_type = 'FlexibleRunner'
     run = phase_recipe(recipe, 'meta')
     run.work_dir = str(tmp_path)
-    assert type(build_phase_runner(run)) is PhaseFlexibleRunner
+    runner = build_phase_runner(run)
+    assert type(runner) is PhaseFlexibleRunner and type(runner.strategy).__name__ == 'SingleDeviceStrategy'
 
 
 def test_a_phase_with_a_strategy_runs_on_the_flexible_runner(recipe, tmp_path):

@@ -165,6 +165,11 @@ class PhaseFlexibleRunner(_PhaseConsole, FlexibleRunner):
         # FlexibleRunner writes data_preprocessor into the model dict it is given, which from_cfg takes from the
         # config: a copy keeps runner.cfg the phase's recipe (its fingerprint is checked by ExportWeightsHook)
         kwargs['model'] = copy.deepcopy(kwargs['model'])
+        # no launcher is 'none', as for MMEngine's Runner: FlexibleRunner would infer one from the environment
+        # (WORLD_SIZE, SLURM_NTASKS: any job step of a SLURM allocation) and start a process group for a run that
+        # was not launched as one
+        if kwargs.get('launcher') is None:
+            kwargs['launcher'] = 'none'
         super().__init__(*args, **kwargs)
         blocks = network_blocks(self.cfg.model)
         self.model = self.strategy.build_model(self.model)  # FlexibleRunner builds it in train(); a module passes
