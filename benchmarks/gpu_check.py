@@ -44,7 +44,7 @@ from step_cost import synthetic_batch  # noqa: E402
 
 import mmincubation  # noqa: E402,F401
 from mmincubation.engine.runner import phase_recipe  # noqa: E402
-from mmincubation.engine.runner.phase_config import drop_amp_settings_of_fp32  # noqa: E402
+from mmincubation.engine.runner.phase_config import as_fp32  # noqa: E402
 
 #: bf16 dense peak of an H100/H200 SXM by the vendor's datasheet, FLOP/s.
 DATASHEET_BF16 = 989e12
@@ -99,8 +99,7 @@ def build_phase_model(cfg: Config, phase: str, module: int | None, device: str, 
     if amp:
         recipe.optim_wrapper.update(type='AmpOptimWrapper', dtype='bfloat16')
     else:  # FP32, the bf16 GPU configs included (MMEngine's AmpOptimWrapper needs a GPU)
-        recipe.optim_wrapper.type = 'OptimWrapper'
-        drop_amp_settings_of_fp32(recipe.optim_wrapper)
+        as_fp32(recipe.optim_wrapper)
     if recipe.get('data_preprocessor') is not None:  # as MMEngine's Runner gives the model its preprocessor
         recipe.model.setdefault('data_preprocessor', recipe.data_preprocessor)
     with DefaultScope.overwrite_default_scope('mmpretrain'):

@@ -35,7 +35,7 @@ from mmincubation.complexity import input_shape
 from mmincubation.engine.runner import build_layout, phase_recipe
 from mmincubation.engine.runner.cli import exit_on_bad_input
 from mmincubation.engine.runner.incubation_runner import phase_hooks
-from mmincubation.engine.runner.phase_config import drop_amp_settings_of_fp32
+from mmincubation.engine.runner.phase_config import as_fp32
 from mmincubation.engine.runner.progress import Progress
 from mmincubation.phases import Phase
 
@@ -131,8 +131,7 @@ def measure(args: argparse.Namespace, phase: str, module: int | None) -> dict:
     if args.amp:  # MMEngine's AmpOptimWrapper needs a GPU
         phase_cfg.optim_wrapper.update(type='AmpOptimWrapper', dtype='bfloat16')
     else:  # FP32, the bf16 GPU configs included
-        phase_cfg.optim_wrapper.type = 'OptimWrapper'
-        drop_amp_settings_of_fp32(phase_cfg.optim_wrapper)
+        as_fp32(phase_cfg.optim_wrapper)
     result = time_train_step(phase_cfg, args.batch, args.iters, args.warmup, args.device, args.shape)
     if args.runner and phase == 'incubate' and module == 1:
         result['runner_seconds_per_iter'] = time_runner(phase_cfg, args.batch, args.iters,

@@ -141,8 +141,8 @@ BLOCKS = 'blocks'
 GROWN = tuple(name for name, spec in PHASE_TABLE.items() if spec.inputs == ('meta', ) and spec.holds == 'full')
 
 
-#: What only MMEngine's ``AmpOptimWrapper`` takes: its precision and loss scaling.
-AMP_SETTINGS = ('dtype', 'loss_scale')
+#: What only MMEngine's ``AmpOptimWrapper`` takes: its precision, loss scaling and sharded scaler (FSDP).
+AMP_SETTINGS = ('dtype', 'loss_scale', 'use_fsdp')
 
 
 def drop_amp_settings_of_fp32(optim_wrapper: dict | None) -> None:
@@ -152,6 +152,13 @@ def drop_amp_settings_of_fp32(optim_wrapper: dict | None) -> None:
     if optim_wrapper and str(optim_wrapper.get('type', 'OptimWrapper')).split('.')[-1] == 'OptimWrapper':
         for key in AMP_SETTINGS:
             optim_wrapper.pop(key, None)
+
+
+def as_fp32(optim_wrapper: dict) -> None:
+    """``optim_wrapper`` (in place) as MMEngine's plain fp32 ``OptimWrapper``: a bf16 GPU config's steps on a CPU,
+    where ``AmpOptimWrapper`` refuses to run."""
+    optim_wrapper['type'] = 'OptimWrapper'
+    drop_amp_settings_of_fp32(optim_wrapper)
 
 
 def phase_recipe(cfg: Config, phase: str, module: int | None = None) -> Config:

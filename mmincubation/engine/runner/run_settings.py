@@ -31,4 +31,3 @@ def check_pipeline_run_settings(cfg: Config) -> None:
             f'load_from={load_from!r} at the top of a pipeline config would start every phase from it: set '
             'incubation.<phase>.load_from for the phase it is meant for (e.g. --cfg-options '
             f'incubation.e2e.load_from={load_from}); interrupted phases resume by themselves, with no --resume PATH')
-

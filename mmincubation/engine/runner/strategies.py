@@ -44,7 +44,7 @@ from torch import nn
 from ...compat import turn_on_activation_checkpointing
 from ...registry import RUNNERS, STRATEGIES
 from .fit_checks import build_on_meta
-from .phase_config import BLOCKS, RecipeError, drop_amp_settings_of_fp32, network_blocks
+from .phase_config import BLOCKS, RecipeError, as_fp32, network_blocks
 from .phase_runner import PhaseRunner, _PhaseConsole
 
 STOCK_RUNNERS = ('Runner', 'mmengine.Runner')
@@ -116,9 +116,7 @@ class PhaseFSDPStrategy(FSDPStrategy):
         cfg = getattr(self, '_optim_wrapper_cfg', None)
         if isinstance(cfg, dict) and (cfg.get('optimizer') or 'constructor' in cfg):
             reference = copy.deepcopy(dict(cfg))
-            reference['type'] = 'OptimWrapper'  # only the optimizer's groups are wanted (AMP needs a GPU)
-            drop_amp_settings_of_fp32(reference)
-            reference.pop('use_fsdp', None)
+            as_fp32(reference)  # only the optimizer's groups are wanted (AMP needs a GPU)
             names = {id(param): name for name, param in model.named_parameters()}
             groups = build_optim_wrapper(model, reference).optimizer.param_groups
             self._param_groups = [({key: value for key, value in group.items() if key != 'params'},
